@@ -1,0 +1,114 @@
+"""One typed configuration object for every process of the pipeline.
+
+Values come from (highest first) explicit keyword arguments / CLI flags, environment
+variables prefixed ``FEEDBACK_LOOP_`` (nested fields with ``__``, e.g.
+``FEEDBACK_LOOP_MODEL__FACTORS=32``), and the defaults below. ``KAFKA_BOOTSTRAP_SERVERS`` is
+read without prefix: when it is unset the project starts its embedded broker.
+
+>>> cfg = Settings(limits=Limits(rating_max=5))
+>>> cfg.topics.events
+'feedback.events'
+>>> cfg.limits.rating_max
+5.0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseModel):
+    """Kafka topic names."""
+
+    events: str = "feedback.events"
+    dead_letters: str = "feedback.dead-letters"
+    control: str = "feedback.control"
+    models: str = "feedback.models"
+    # One partition keeps a total order of events, which is what makes a replay give the
+    # same models bit for bit. More partitions scale out but interleave item updates.
+    events_partitions: int = Field(default=1, ge=1)
+
+
+class Limits(BaseModel):
+    """Validation limits applied to every incoming event."""
+
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    dwell_cap_seconds: float = Field(default=1800.0, gt=0)
+    # Events older than this (epoch seconds) are rejected; MovieLens-100K starts in 1997.
+    ts_min: float = 631152000.0  # 1990-01-01
+    # How far in the future (seconds) an event may claim to be, for clock skew.
+    ts_max_skew_seconds: float = 86400.0
+    # Events for users/items never announced by a profile event are dead-lettered.
+    require_known_users: bool = True
+    require_known_items: bool = True
+
+    @model_validator(mode="after")
+    def _scale_is_ordered(self) -> Limits:
+        if self.rating_min >= self.rating_max:
+            raise ValueError(
+                f"rating_min ({self.rating_min}) must be below rating_max ({self.rating_max})"
+            )
+        return self
+
+
+class ModelConfig(BaseModel):
+    """Hyperparameters of the online models."""
+
+    factors: int = Field(default=16, ge=1, le=512)
+    learning_rate: float = Field(default=0.02, gt=0)
+    regularization: float = Field(default=0.02, ge=0)
+    bias_learning_rate: float = Field(default=0.02, gt=0)
+    init_scale: float = Field(default=0.1, ge=0)
+    implicit_factors: int = Field(default=16, ge=1, le=512)
+    implicit_learning_rate: float = Field(default=0.05, gt=0)
+    implicit_regularization: float = Field(default=0.01, ge=0)
+    # Confidence of a dwell event is 1 + dwell_alpha * min(dwell, cap) / cap.
+    dwell_alpha: float = Field(default=2.0, ge=0)
+    # Weight of an impression (shown, not clicked) as an implicit negative.
+    negative_weight: float = Field(default=0.3, ge=0)
+    engagement_learning_rate: float = Field(default=0.05, gt=0)
+    recall_k: int = Field(default=10, ge=1)
+    seed: int = 42
+
+
+class ConsumerConfig(BaseModel):
+    """Behaviour of the long-running consumer."""
+
+    group_id: str = "feedback-loop"
+    batch_size: int = Field(default=5000, ge=1)
+    poll_timeout_seconds: float = Field(default=0.5, gt=0)
+    state_dir: Path = Path("state")
+    checkpoint_every_events: int = Field(default=200_000, ge=1)
+    checkpoint_every_seconds: float = Field(default=10.0, gt=0)
+    # event_ids remembered for de-duplication (a sliding window, checkpointed).
+    dedup_window: int = Field(default=1_000_000, ge=0)
+    # A user with more events than this in one minute of event time is treated as a bot.
+    bot_events_per_minute: int = Field(default=120, ge=1)
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+
+
+class MetricsConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything a feedback-loop process needs to know."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEEDBACK_LOOP_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
+    )
+    topics: Topics = Topics()
+    limits: Limits = Limits()
+    model: ModelConfig = ModelConfig()
+    consumer: ConsumerConfig = ConsumerConfig()
+    metrics: MetricsConfig = MetricsConfig()
