@@ -71,7 +71,6 @@ class ModelConfig(BaseModel):
     # Weight of an impression (shown, not clicked) as an implicit negative.
     negative_weight: float = Field(default=0.3, ge=0)
     engagement_learning_rate: float = Field(default=0.05, gt=0)
-    recall_k: int = Field(default=10, ge=1)
     seed: int = 42
 
 

@@ -17,7 +17,7 @@ stream.events.InvalidEvent: ...user_id: Field required...
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
@@ -25,7 +25,7 @@ from pydantic import field_validator as _field_validator
 
 from stream.config import Limits
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 _DEFAULT_LIMITS = Limits()
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
@@ -163,12 +163,18 @@ _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 class InvalidEvent(ValueError):
-    """A message that is not a valid event; ``reason`` is a one-line explanation."""
+    """A message that is not a valid event.
 
-    def __init__(self, reason: str, event_type: str = "invalid") -> None:
+    ``reason`` is a one-line explanation, ``kind`` a bounded label for metrics
+    (``malformed_json``, ``unknown_type``, ``invalid_event``) and ``event_type`` the declared
+    type when it is a known one, else ``invalid``.
+    """
+
+    def __init__(self, reason: str, event_type: str = "invalid", kind: str = "invalid_event"):
         super().__init__(reason)
         self.reason = reason
         self.event_type = event_type
+        self.kind = kind
 
 
 def _reason(err: ValidationError) -> str:
@@ -186,12 +192,15 @@ def decode_event(raw: bytes, limits: Limits | None = None) -> Event:
     except ValidationError as err:
         first = err.errors(include_url=False, include_input=False)[0]
         if first["type"] == "json_invalid":
-            raise InvalidEvent(f"malformed JSON: {first['msg']}") from None
+            raise InvalidEvent(f"malformed JSON: {first['msg']}", kind="malformed_json") from None
         if first["type"] == "union_tag_invalid":
             tag = first.get("ctx", {}).get("tag", "?")
-            raise InvalidEvent(f"unknown event type {tag!r}; expected one of {EVENT_TYPES}") from None
+            raise InvalidEvent(
+                f"unknown event type {tag!r}; expected one of {', '.join(EVENT_TYPES)}",
+                kind="unknown_type",
+            ) from None
         if first["type"] == "union_tag_not_found":
-            raise InvalidEvent("missing event type field 'type'") from None
+            raise InvalidEvent("missing event type field 'type'", kind="unknown_type") from None
         raise InvalidEvent(_reason(err), _type_of(raw)) from None
 
 

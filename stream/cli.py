@@ -1,0 +1,455 @@
+"""The ``feedback-loop`` command line.
+
+    feedback-loop demo --events 100000 --report r.json   # everything, on the embedded broker
+    feedback-loop broker                                 # a standalone embedded broker
+    feedback-loop simulate --events 100000               # publish simulated events
+    feedback-loop replay u.data --format movielens-100k  # publish a file's events
+    feedback-loop consume --until-end --report r.json    # the long-running consumer
+    feedback-loop evaluate u.data                        # the models over a file, no broker
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stream.config import ConsumerConfig, Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Real-time personalization pipeline: feedback events -> Kafka -> online models.",
+)
+console = Console(stderr=True)
+log = logging.getLogger("feedback_loop")
+
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", help="Write a JSON summary to this file.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random source.")]
+MetricsPortOpt = Annotated[
+    int, typer.Option("--metrics-port", help="Prometheus /metrics port (0 = any free port).")
+]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Checkpoint directory (model state + offsets)."),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="movielens-100k, movielens-csv, recbole or events; guessed when omitted.",
+    ),
+]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(state_dir: Path | None = None, seed: int | None = None) -> Settings:
+    settings = Settings()
+    if state_dir is not None:
+        settings.consumer = settings.consumer.model_copy(update={"state_dir": state_dir})
+    if seed is not None:
+        settings.model = settings.model.model_copy(update={"seed": seed})
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _require_cluster(settings: Settings, command: str) -> str:
+    if not settings.bootstrap_servers:
+        raise _fail(
+            f"`{command}` needs a running Kafka: set KAFKA_BOOTSTRAP_SERVERS (for example to "
+            "the address printed by `feedback-loop broker`). The embedded broker keeps data "
+            "in memory only, so `demo` and `replay` start their own when it is unset."
+        )
+    return settings.bootstrap_servers
+
+
+def _install_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        console.print(f"[yellow]{signal.Signals(signum).name}: stopping after this batch...[/]")
+        stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+class LiveProgress:
+    """A progress bar with the live prequential scores, updated at most 10 times a second."""
+
+    def __init__(self, total: int | None, label: str) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[scores]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(label, total=total, scores="")
+        self._last = 0.0
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, learner: Any, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        s, c = learner.scores(), learner.counts
+        rate = c.consumed / max(now - self._started, 1e-9)
+        parts = [f"{rate:,.0f} ev/s"]
+        parts += [f"{k}={v:.3f}" for k, v in s.items() if v is not None]
+        if c.dead_lettered:
+            parts.append(f"dlq={c.dead_lettered}")
+        self.progress.update(self.task, completed=c.consumed, scores=" ".join(parts))
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    table = Table(title="feedback-loop summary", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("baseline", justify="right")
+    base = report.get("baseline", {})
+    for key in ("consumed", "applied", "dead_lettered", "filtered", "duplicates"):
+        table.add_row(key, f"{report[key]:,}", "")
+    for key in ("rmse", "mae", "logloss", "auc", "recall_at_10"):
+        val = report.get(key)
+        ref = base.get(key) if key != "auc" else 0.5
+        table.add_row(
+            key,
+            "-" if val is None else f"{val:.4f}",
+            "" if ref is None else f"{ref:.4f}",
+        )
+    table.add_row("events_per_second", f"{report['events_per_second']:,.0f}", "")
+    table.add_row("counts reconcile", str(report.get("reconciles")), "")
+    console.print(table)
+
+
+def _finish(report: dict[str, Any], path: Path | None) -> None:
+    from consumers.pipeline import write_report
+
+    _print_summary(report)
+    if path is not None:
+        write_report(path, report)
+        console.print(f"report written to [bold]{path}[/]")
+
+
+def _run_on_embedded_or_cluster(
+    settings: Settings,
+    records: Iterable[Any],
+    total: int | None,
+    label: str,
+    metrics_port: int,
+    report: Path | None,
+    config: dict[str, Any],
+) -> None:
+    from consumers.pipeline import build_report, run_pipeline
+    from stream.broker import kafka_cluster
+    from stream.metrics import PipelineMetrics
+
+    metrics = PipelineMetrics()
+    port = metrics.serve(settings.metrics.host, metrics_port)
+    console.print(f"metrics on http://{settings.metrics.host}:{port}/metrics")
+    with kafka_cluster(settings) as bootstrap:
+        console.print(f"broker at {bootstrap} (embedded: {not settings.bootstrap_servers})")
+        with LiveProgress(total, label) as live:
+            result = run_pipeline(
+                settings,
+                bootstrap,
+                records,
+                metrics=metrics,
+                on_batch=live.update,
+                install_stop=_install_signals,
+            )
+            live.update(result.run.learner, force=True)
+    pub = result.published
+    rep = build_report(
+        result.run.learner,
+        result.run.events_per_second,
+        config,
+        published={"sent": pub.sent, "delivered": pub.delivered, "failed": pub.failed},
+        publish_seconds=round(result.publish_seconds, 3),
+        interrupted=result.interrupted,
+    )
+    _finish(rep, report)
+    if pub.failed:
+        raise _fail(f"{pub.failed} events were not delivered: {pub.errors[:3]}")
+
+
+def _simulator(events: int, seed: int, bot_share: float, drift_at: int | None) -> Any:
+    from producers.simulator import Simulator, SimulatorConfig
+
+    try:
+        return Simulator(
+            SimulatorConfig(seed=seed, bot_share=bot_share, drift_at=drift_at)
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from None
+
+
+def _sim_records(sim: Any, events: int) -> Iterator[Any]:
+    yield from sim.profiles()
+    yield from sim.events(events)
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option("--events", min=1, help="Interaction events.")] = 100_000,
+    seed: SeedOpt = 42,
+    metrics_port: MetricsPortOpt = 9108,
+    report: ReportOpt = None,
+    bot_share: Annotated[float, typer.Option(help="Share of bot users.")] = 0.02,
+    drift_at: Annotated[
+        int | None, typer.Option(help="Change a share of user tastes at this event.")
+    ] = None,
+    state_dir: StateDirOpt = None,
+    log_level: str = "WARNING",
+) -> None:
+    """Run the whole loop on the embedded broker: simulator -> Kafka -> consumer -> report."""
+    _setup_logging(log_level)
+    state = state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-demo-"))
+    settings = _settings(state, seed)
+    sim = _simulator(events, seed, bot_share, drift_at)
+    total = sim.config.n_users + sim.config.n_items + events
+    config = {
+        "command": "demo",
+        "events": events,
+        "seed": seed,
+        "bot_share": bot_share,
+        "drift_at": drift_at,
+        **settings.model_dump(mode="json"),
+    }
+    _run_on_embedded_or_cluster(
+        settings, _sim_records(sim, events), total, "demo", metrics_port, report, config
+    )
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu) until Ctrl-C; data stays in memory."""
+    from stream.broker import EmbeddedBroker, ensure_topics
+
+    settings = Settings()
+    with EmbeddedBroker(port=port) as b:
+        ensure_topics(b.bootstrap_servers, settings.topics)
+        console.print(f"export KAFKA_BOOTSTRAP_SERVERS={b.bootstrap_servers}")
+        stop = False
+
+        def handler(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        while not stop:
+            time.sleep(0.2)
+    console.print("broker stopped")
+
+
+def _publish(settings: Settings, records: Iterable[Any], total: int | None) -> None:
+    from stream.broker import ensure_topics
+    from stream.publisher import EventPublisher
+
+    bootstrap = _require_cluster(settings, "publish")
+    ensure_topics(bootstrap, settings.topics)
+    pub = EventPublisher(bootstrap, settings.topics.events)
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+
+    _install_signals(stop)
+    with Progress(console=console) as progress:
+        task = progress.add_task("publishing", total=total)
+        for i, record in enumerate(records, 1):
+            if stopped:
+                break
+            pub.publish(record)
+            if i % 2000 == 0:
+                progress.update(task, completed=i)
+        stats = pub.flush()
+        progress.update(task, completed=stats.sent)
+    console.print(
+        f"published {stats.sent:,}: delivered {stats.delivered:,}, failed {stats.failed:,}"
+    )
+    if stats.failed or stats.pending:
+        raise _fail(f"{stats.failed + stats.pending} events not delivered: {stats.errors[:3]}")
+
+
+@app.command()
+def simulate(
+    events: Annotated[int, typer.Option("--events", min=1)] = 100_000,
+    seed: SeedOpt = 42,
+    bot_share: float = 0.02,
+    drift_at: int | None = None,
+) -> None:
+    """Publish simulated profiles and events to KAFKA_BOOTSTRAP_SERVERS."""
+    settings = _settings()
+    _require_cluster(settings, "simulate")
+    sim = _simulator(events, seed, bot_share, drift_at)
+    total = sim.config.n_users + sim.config.n_items + events
+    _publish(settings, _sim_records(sim, events), total)
+
+
+def _open_source(path: Path, fmt: str | None) -> Any:
+    from producers.replay import open_source
+
+    try:
+        return open_source(path, fmt)
+    except (ValueError, OSError) as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="The file to replay.")],
+    fmt: FormatOpt = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Replay event time at this factor (default: max).")
+    ] = None,
+    consume: Annotated[
+        bool | None,
+        typer.Option(
+            "--consume/--no-consume",
+            help="Also run the consumer in this process (default: on the embedded broker).",
+        ),
+    ] = None,
+    metrics_port: MetricsPortOpt = 9108,
+    report: ReportOpt = None,
+    state_dir: StateDirOpt = None,
+    log_level: str = "WARNING",
+) -> None:
+    """Replay a file's events in timestamp order into Kafka."""
+    from producers.replay import paced
+
+    _setup_logging(log_level)
+    settings = _settings(state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-replay-")))
+    source = _open_source(path, fmt)
+    records = paced(source.records(), speed)
+    embedded = not settings.bootstrap_servers
+    if consume is None:
+        consume = embedded
+    if not consume:
+        _publish(settings, records, None)
+        return
+    config = {
+        "command": "replay",
+        "path": str(path),
+        "format": source.format,
+        "speed": speed,
+        **settings.model_dump(mode="json"),
+    }
+    _run_on_embedded_or_cluster(
+        settings, records, None, f"replay {source.format}", metrics_port, report, config
+    )
+
+
+@app.command("consume")
+def consume_command(
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Stop once caught up with the topic.")
+    ] = False,
+    metrics_port: MetricsPortOpt = 9108,
+    report: ReportOpt = None,
+    state_dir: StateDirOpt = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+    log_level: str = "INFO",
+) -> None:
+    """The long-running consumer: events -> online models, checkpointed; SIGTERM stops it."""
+    from consumers.loop import FeedbackConsumer
+    from consumers.pipeline import build_report
+    from stream.broker import ensure_topics
+    from stream.metrics import PipelineMetrics
+
+    _setup_logging(log_level)
+    settings = _settings(state_dir)
+    if group_id:
+        settings.consumer = ConsumerConfig(
+            **{**settings.consumer.model_dump(), "group_id": group_id}
+        )
+    bootstrap = _require_cluster(settings, "consume")
+    ensure_topics(bootstrap, settings.topics)
+    metrics = PipelineMetrics()
+    port = metrics.serve(settings.metrics.host, metrics_port)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    consumer = FeedbackConsumer(settings, bootstrap, metrics=metrics)
+    _install_signals(consumer.request_stop)
+    result = consumer.run(stop_at_end=until_end)
+    rep = build_report(
+        result.learner,
+        result.events_per_second,
+        {"command": "consume", **settings.model_dump(mode="json")},
+        restored_from_checkpoint=result.restored_from_checkpoint,
+    )
+    _finish(rep, report)
+
+
+@app.command()
+def evaluate(
+    path: Annotated[Path, typer.Argument(help="The file to evaluate on.")],
+    fmt: FormatOpt = None,
+    report: ReportOpt = None,
+    seed: SeedOpt = 42,
+    dead_letters: Annotated[
+        Path | None, typer.Option(help="Write rejected records here as JSONL.")
+    ] = None,
+) -> None:
+    """Run the consumer's model code over a file, no broker: offline prequential scores."""
+    from consumers.evaluate import evaluate_records
+    from consumers.pipeline import build_report
+
+    settings = _settings(seed=seed)
+    source = _open_source(path, fmt)
+    with LiveProgress(None, f"evaluate {source.format}") as live:
+        learner, seconds = evaluate_records(
+            settings, source.records(), on_progress=live.update, dead_letters=dead_letters
+        )
+        live.update(learner, force=True)
+    config = {
+        "command": "evaluate",
+        "path": str(path),
+        "format": source.format,
+        **settings.model_dump(mode="json"),
+    }
+    consumed = learner.counts.consumed
+    _finish(build_report(learner, consumed / seconds if seconds else 0.0, config), report)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
