@@ -64,7 +64,7 @@ class ModelConfig(BaseModel):
     bias_learning_rate: float = Field(default=0.02, gt=0)
     init_scale: float = Field(default=0.1, ge=0)
     implicit_factors: int = Field(default=16, ge=1, le=512)
-    implicit_learning_rate: float = Field(default=0.05, gt=0)
+    implicit_learning_rate: float = Field(default=0.15, gt=0)
     implicit_regularization: float = Field(default=0.01, ge=0)
     # Confidence of a dwell event is 1 + dwell_alpha * min(dwell, cap) / cap.
     dwell_alpha: float = Field(default=2.0, ge=0)

@@ -16,7 +16,7 @@ exactly one bucket, so ``consumed == applied + dead_lettered + filtered + duplic
 'malformed_json'
 >>> c = learner.counts
 >>> (c.consumed, c.applied, c.duplicates, c.dead_lettered, c.reconciles())
-(4, 3, 1, 1, True)
+(5, 3, 1, 1, True)
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ class FeedbackLearner:
         cfg = settings.model
         self.model_config = cfg
         self.bot_limit = settings.consumer.bot_events_per_minute
-        self.rating_model = OnlineMF.from_config(cfg)
+        self.rating_model = OnlineMF.from_config(
+            cfg, rating_min=self.limits.rating_min, rating_max=self.limits.rating_max
+        )
         self.implicit_model = ImplicitMF.from_config(cfg)
         self.engagement_model = EngagementModel.from_config(cfg)
         self.rating_score = RegressionScore()

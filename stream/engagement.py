@@ -1,0 +1,170 @@
+"""Click probability from demographic, content and context features.
+
+:class:`EngagementModel` wraps River's online logistic regression over sparse one-hot
+features built by :meth:`EngagementModel.features`: who the user is (age band, gender,
+occupation), what the item is (genres, decade), where and when it is shown (device, part of
+day, weekend) and the user x genre crosses that carry most of the personalization.
+
+>>> from stream.events import Context
+>>> user = {"age": 24, "gender": "F", "occupation": "student"}
+>>> item = {"genres": ("Comedy", "Romance"), "year": 1995}
+>>> x = EngagementModel.features(user, item, Context(device="mobile", hour=20))
+>>> sorted(k for k in x if "|" in k)[:2]
+['age=20s|genre=Comedy', 'age=20s|genre=Romance']
+>>> round(x["genre=Comedy"], 4), x["gender=F|genre=Romance"] == x["genre=Comedy"]
+(0.7071, True)
+>>> model = EngagementModel()
+>>> model.predict_proba(x)
+0.5
+>>> for _ in range(20):
+...     model.learn(x, True)
+>>> model.predict_proba(x) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from math import sqrt
+from typing import Any
+
+from river import linear_model, optim
+
+from stream.config import ModelConfig
+from stream.events import Context
+
+__all__ = ["EngagementModel"]
+
+
+def _age_band(age: int) -> str:
+    if age < 18:
+        return "under18"
+    if age >= 60:
+        return "60+"
+    return f"{age // 10 * 10}s"
+
+
+# Lookup tables: a feature name costs one index, not a format, per event.
+_AGE_BANDS: tuple[str, ...] = tuple(_age_band(a) for a in range(121))
+_PARTS_OF_DAY: tuple[str, ...] = (
+    ("hour=night",) * 6 + ("hour=morning",) * 6 + ("hour=afternoon",) * 6 + ("hour=evening",) * 6
+)
+
+
+class EngagementModel:
+    """Online logistic regression (River) predicting whether a shown item is clicked.
+
+    Parameters
+    ----------
+    learning_rate
+        SGD step size of the weights and of the intercept.
+
+    >>> m = EngagementModel(learning_rate=0.1)
+    >>> x = {"device=tv": 1.0}
+    >>> for clicked in (False, False, True, False):
+    ...     m.learn(x, clicked)
+    >>> m.predict_proba(x) < 0.5
+    True
+    """
+
+    def __init__(self, learning_rate: float = 0.05) -> None:
+        self.learning_rate = learning_rate
+        self.model = linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate
+        )
+        self.n_learned = 0
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> EngagementModel:
+        return cls(learning_rate=cfg.engagement_learning_rate)
+
+    @staticmethod
+    def features(
+        user: Mapping[str, Any] | None,
+        item: Mapping[str, Any] | None,
+        context: Context | None,
+    ) -> dict[str, float]:
+        """Sparse features of showing ``item`` to ``user`` in ``context`` (any may be None).
+
+        ``user`` has keys ``age``, ``gender``, ``occupation``; ``item`` has ``genres`` and
+        ``year``. Genres (and their crosses) weigh ``1/sqrt(n_genres)`` so multi-genre items
+        do not get a larger norm.
+        """
+        x: dict[str, float] = {}
+        age_f = gender_f = occ_f = None
+        if user:
+            age = user.get("age")
+            if age is not None and 0 <= age <= 120:
+                age_f = "age=" + _AGE_BANDS[age]
+                x[age_f] = 1.0
+            gender = user.get("gender")
+            if gender:
+                gender_f = "gender=" + gender
+                x[gender_f] = 1.0
+            occupation = user.get("occupation")
+            if occupation:
+                occ_f = "occ=" + occupation
+                x[occ_f] = 1.0
+        if item:
+            genres = item.get("genres")
+            if genres:
+                w = 1.0 / sqrt(len(genres))
+                for genre in genres:
+                    genre_f = "genre=" + genre
+                    x[genre_f] = w
+                    if age_f:
+                        x[age_f + "|" + genre_f] = w
+                    if gender_f:
+                        x[gender_f + "|" + genre_f] = w
+                    if occ_f:
+                        x[occ_f + "|" + genre_f] = w
+            year = item.get("year")
+            if year is not None:
+                x[f"decade={year // 10 * 10}s"] = 1.0
+        if context is not None:
+            if context.device is not None:
+                x["device=" + context.device] = 1.0
+            if context.hour is not None:
+                x[_PARTS_OF_DAY[context.hour]] = 1.0
+            if context.weekday is not None:
+                x["day=weekend" if context.weekday >= 5 else "day=weekday"] = 1.0
+        return x
+
+    def predict_proba(self, x: dict[str, float]) -> float:
+        """Probability of a click."""
+        return float(self.model.predict_proba_one(x)[True])
+
+    def learn(self, x: dict[str, float], clicked: bool) -> None:
+        """One SGD step on the log loss."""
+        self.model.learn_one(x, clicked)
+        self.n_learned += 1
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.model.weights)
+
+    @property
+    def intercept(self) -> float:
+        return float(self.model.intercept)
+
+    def state_equal(self, other: object) -> bool:
+        """Same learning rate, bit-identical weights and intercept."""
+        if not isinstance(other, EngagementModel):
+            return False
+        return (
+            self.learning_rate == other.learning_rate
+            and self.n_learned == other.n_learned
+            and self.model.intercept == other.model.intercept
+            and self.model.weights == other.model.weights
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return self.state_equal(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by state
+
+    def __repr__(self) -> str:
+        return (
+            f"EngagementModel(learning_rate={self.learning_rate}, "
+            f"n_features={len(self.model.weights)}, n_learned={self.n_learned})"
+        )

@@ -1,0 +1,236 @@
+"""Matrix factorization for implicit feedback (clicks, dwell, impressions).
+
+:class:`ImplicitMF` scores a (user, item) pair as ``sigmoid(b_i + p_u . q_i)``, a
+probability-like preference, and learns by weighted logistic-loss SGD: positives (clicks,
+dwell) have target 1, impressions without a click target 0, and ``weight`` carries the
+confidence (long dwell, low weight for negatives). Ranking all known items is one
+matrix-vector product over the item table.
+
+Storage and seeding are those of :class:`stream.mf.FactorTable`, so replays are
+bit-identical and scoring never adds users or items.
+
+>>> model = ImplicitMF(factors=4, seed=0)
+>>> for _ in range(200):
+...     _ = model.update("ann", "jazz", 1.0)
+...     _ = model.update("ann", "metal", 0.0)
+...     _ = model.update("bob", "metal", 1.0)
+...     _ = model.update("bob", "jazz", 0.0)
+>>> model.top_k("ann", 1), model.top_k("bob", 1)
+(['jazz'], ['metal'])
+>>> model.hit_at_k("ann", "jazz", 1), model.hit_at_k("ann", "unknown", 1)
+(True, None)
+>>> model.n_users, model.n_items
+(2, 2)
+"""
+
+from __future__ import annotations
+
+from math import exp
+from typing import Any
+
+import numpy as np
+
+from stream.config import ModelConfig
+from stream.mf import FactorTable
+
+__all__ = ["ImplicitMF"]
+
+
+def _sigmoid(x: float) -> float:
+    # Two branches so exp never overflows.
+    if x >= 0.0:
+        return 1.0 / (1.0 + exp(-x))
+    z = exp(x)
+    return z / (1.0 + z)
+
+
+class ImplicitMF:
+    """Logistic matrix factorization learned online from weighted implicit feedback.
+
+    Parameters
+    ----------
+    factors
+        Length of the user and item vectors.
+    learning_rate
+        SGD step size (factors and item biases).
+    regularization
+        L2 penalty on item biases and factors.
+    init_scale
+        Standard deviation of the initial (normal) factor values.
+    seed
+        Seed of the initial vectors (non-negative).
+
+    >>> m = ImplicitMF(factors=2)
+    >>> m.score("u", "i")  # unknown: zero bias and factors
+    0.5
+    >>> m.update("u", "i", 1.0)  # score before learning, as score() would have
+    0.5
+    >>> m.score("u", "i") > 0.5
+    True
+    """
+
+    def __init__(
+        self,
+        factors: int = 16,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        init_scale: float = 0.1,
+        seed: int = 42,
+    ) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.init_scale = init_scale
+        self.seed = seed
+        self.n_updates = 0
+        # Streams 2 and 3 keep these start vectors apart from OnlineMF's (streams 0, 1).
+        self._users = FactorTable(factors, init_scale, seed, stream=2)
+        self._items = FactorTable(factors, init_scale, seed, stream=3)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> ImplicitMF:
+        return cls(
+            factors=cfg.implicit_factors,
+            learning_rate=cfg.implicit_learning_rate,
+            regularization=cfg.implicit_regularization,
+            init_scale=cfg.init_scale,
+            seed=cfg.seed,
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self._users.ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._items.ids)
+
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self._users.index
+
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self._items.index
+
+    def score(self, user_id: str, item_id: str) -> float:
+        """Preference in (0, 1); unknown ids count as zero bias and factors (no state added)."""
+        users, items = self._users, self._items
+        i = items.index.get(item_id)
+        if i is None:
+            return 0.5
+        x = items.biases.item(i)
+        u = users.index.get(user_id)
+        if u is not None:
+            x += float(users.vectors[u].dot(items.vectors[i]))
+        return _sigmoid(x)
+
+    def update(self, user_id: str, item_id: str, target: float, weight: float = 1.0) -> float:
+        """Return the score before learning, then take one weighted logistic-loss SGD step.
+
+        ``target`` is 1.0 for a positive and 0.0 for a negative (values in between work as
+        soft labels); ``weight`` scales the loss gradient, not the L2 penalty.
+        """
+        users, items = self._users, self._items
+        u = users.index.get(user_id)
+        i = items.index.get(item_id)
+        # A pair with a new id is reported as score() saw it (zero factors), but learns
+        # from its drawn start vectors.
+        known = u is not None and i is not None
+        if u is None:
+            u = users.add(user_id)
+        if i is None:
+            i = items.add(item_id)
+        pu = users.vectors[u]  # views: the in-place ops below write the model
+        qi = items.vectors[i]
+        bi_arr = items.biases
+        bi = bi_arr.item(i)
+        s = _sigmoid(bi + float(pu.dot(qi)))
+        self.n_updates += 1
+
+        g = (s - target) * weight  # d(weighted log loss)/d(logit)
+        lr = self.learning_rate
+        reg = self.regularization
+        bi_arr[i] = bi - lr * (g + reg * bi)
+        # p -= lr (g q + reg p) == (1 - lr reg) p - lr g q; q uses the old p.
+        step = -lr * g
+        decay = 1.0 - lr * reg
+        pu_old = pu.copy()
+        pu *= decay
+        pu += step * qi
+        qi *= decay
+        qi += step * pu_old
+        return s if known else _sigmoid(bi)
+
+    def _logits(self, user_id: str) -> np.ndarray:
+        """Logits of every known item for a user (a fresh array); item bias if unknown user."""
+        users, items = self._users, self._items
+        n = len(items.ids)
+        u = users.index.get(user_id)
+        if u is None:
+            # Zero user factors: the item bias alone, a popularity proxy.
+            return items.biases[:n].copy()
+        logits = items.vectors[:n] @ users.vectors[u]
+        logits += items.biases[:n]
+        return logits
+
+    def top_k(self, user_id: str, k: int, exclude: frozenset[str] | None = None) -> list[str]:
+        """The ``k`` known items with the highest score, best first (ties: first learned)."""
+        items = self._items
+        n = len(items.ids)
+        if k <= 0 or n == 0:
+            return []
+        logits = self._logits(user_id)
+        n_candidates = n
+        if exclude:
+            rows = [r for r in map(items.index.get, exclude) if r is not None]
+            logits[rows] = -np.inf
+            n_candidates -= len(rows)
+        k = min(k, n_candidates)
+        if k <= 0:
+            return []
+        if k < n:
+            # Everything at least as good as the k-th best (so boundary ties are all kept).
+            kth = np.partition(logits, n - k)[n - k]
+            rows_arr = np.flatnonzero(logits >= kth)
+        else:
+            rows_arr = np.arange(n)
+        order = np.lexsort((rows_arr, -logits[rows_arr]))[:k]
+        ids = items.ids
+        return [ids[r] for r in rows_arr[order].tolist()]
+
+    def hit_at_k(self, user_id: str, item_id: str, k: int) -> bool | None:
+        """Whether ``item_id`` is in the user's top ``k`` among all known items.
+
+        Fewer than ``k`` items score strictly higher; ``None`` for an unknown item, which
+        could not have been recommended. Call before :meth:`update` for a prequential
+        recall@k.
+        """
+        j = self._items.index.get(item_id)
+        if j is None:
+            return None
+        logits = self._logits(user_id)
+        return int(np.count_nonzero(logits > logits[j])) < k
+
+    def state_equal(self, other: object) -> bool:
+        """Bit-identical settings, ids, item biases and factors."""
+        if not isinstance(other, ImplicitMF):
+            return False
+        return (
+            self._settings() == other._settings()
+            and self.n_updates == other.n_updates
+            and self._users.state_equal(other._users)
+            and self._items.state_equal(other._items)
+        )
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (self.factors, self.learning_rate, self.regularization, self.init_scale, self.seed)
+
+    def __eq__(self, other: object) -> bool:
+        return self.state_equal(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by state
+
+    def __repr__(self) -> str:
+        return (
+            f"ImplicitMF(factors={self.factors}, n_users={self.n_users}, "
+            f"n_items={self.n_items}, n_updates={self.n_updates})"
+        )
