@@ -175,7 +175,7 @@ class FeedbackConsumer:
     def _track_positions(self, consumer: Consumer, batch: list[Message]) -> None:
         """Record the next offset per partition, and which partitions are at their end."""
         topic = self.settings.topics.events
-        last = {m.partition(): m for m in batch}
+        last = {m.partition() or 0: m for m in batch}
         consumed = []
         for p, m in last.items():
             err = m.error()
@@ -208,6 +208,8 @@ class FeedbackConsumer:
 
     def _on_error(self, msg: Message) -> None:
         err = msg.error()
+        if err is None:
+            return
         if err.code() == KafkaError._PARTITION_EOF:
             return  # tracked per batch in _track_positions
         if err.fatal():
@@ -215,7 +217,7 @@ class FeedbackConsumer:
         log.warning("consumer error: %s", err)
 
     def _dead_letter(self, msg: Message, rejection: Rejection) -> None:
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("error.kind", rejection.kind.encode()),
             ("error.reason", rejection.reason.encode()),
             ("source.topic", (msg.topic() or "").encode()),

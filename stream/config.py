@@ -59,9 +59,9 @@ class ModelConfig(BaseModel):
     """Hyperparameters of the online models."""
 
     factors: int = Field(default=16, ge=1, le=512)
-    learning_rate: float = Field(default=0.02, gt=0)
+    learning_rate: float = Field(default=0.05, gt=0)
     regularization: float = Field(default=0.02, ge=0)
-    bias_learning_rate: float = Field(default=0.02, gt=0)
+    bias_learning_rate: float = Field(default=0.06, gt=0)
     init_scale: float = Field(default=0.1, ge=0)
     implicit_factors: int = Field(default=16, ge=1, le=512)
     implicit_learning_rate: float = Field(default=0.15, gt=0)

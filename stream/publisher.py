@@ -72,7 +72,7 @@ class EventPublisher:
                 self.stats.errors.append(str(err))
             return
         self.stats.delivered += 1
-        part, nxt = msg.partition(), (msg.offset() or 0) + 1
+        part, nxt = msg.partition() or 0, (msg.offset() or 0) + 1
         if nxt > self.stats.end_offsets.get(part, 0):
             self.stats.end_offsets[part] = nxt
 

@@ -1,0 +1,443 @@
+"""Generate the Grafana dashboard ``dashboards/feedback-loop.json``.
+
+This script is the source of the dashboard; the JSON is its output, committed so that Grafana's
+file provisioning (see docker-compose.yml) can read it. Edit this file, then run
+
+    python dashboards/generate.py           # rewrite feedback-loop.json
+    python dashboards/generate.py --check   # exit 1 if feedback-loop.json is out of date
+
+Plain Python, no dependencies; the output is deterministic. Queries use fixed range windows
+rather than Grafana variables, so that every expression is also valid PromQL on its own
+(tests/test_deploy_files.py checks them with promtool and checks their metric names against
+stream/metrics.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).resolve().parent / "feedback-loop.json"
+
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+JOB = 'job="feedback-loop-consumer"'
+QUANTILES = (0.5, 0.95, 0.99)
+
+Panel = dict[str, Any]
+
+
+def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {
+        "datasource": DATASOURCE,
+        "editorMode": "code",
+        "expr": expr,
+        "legendFormat": legend,
+        "range": True,
+        "refId": ref,
+    }
+
+
+def targets(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
+    """(expr, legend) pairs as targets A, B, C..."""
+    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+
+
+def quantile_targets(bucket_metric: str, window: str = "1m") -> list[dict[str, Any]]:
+    return targets(
+        *(
+            (
+                f"histogram_quantile({q}, sum by (le) (rate({bucket_metric}[{window}])))",
+                f"p{round(q * 100)}",
+            )
+            for q in QUANTILES
+        )
+    )
+
+
+def timeseries(
+    title: str,
+    description: str,
+    tgts: list[dict[str, Any]],
+    unit: str = "short",
+    *,
+    min_zero: bool = True,
+    stack: bool = False,
+) -> Panel:
+    defaults: dict[str, Any] = {
+        "color": {"mode": "palette-classic"},
+        "custom": {
+            "axisPlacement": "auto",
+            "drawStyle": "line",
+            "fillOpacity": 10,
+            "gradientMode": "none",
+            "lineInterpolation": "linear",
+            "lineWidth": 1,
+            "pointSize": 4,
+            "showPoints": "never",
+            "spanNulls": False,
+            "stacking": {"group": "A", "mode": "normal" if stack else "none"},
+        },
+        "unit": unit,
+    }
+    if min_zero:
+        defaults["min"] = 0
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {
+                "calcs": ["lastNotNull", "max"],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": True,
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+        "targets": tgts,
+    }
+
+
+def stat(
+    title: str,
+    description: str,
+    expr: str,
+    unit: str = "short",
+    thresholds: tuple[tuple[str, float | None], ...] = (("green", None),),
+    decimals: int | None = None,
+) -> Panel:
+    defaults: dict[str, Any] = {
+        "color": {"mode": "thresholds"},
+        "mappings": [],
+        "thresholds": {
+            "mode": "absolute",
+            "steps": [{"color": color, "value": value} for color, value in thresholds],
+        },
+        "unit": unit,
+    }
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "auto",
+        },
+        "targets": targets((expr, title)),
+    }
+
+
+def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
+    """Rows of (panel, width, height); widths of a line add up to 24."""
+    consumed = "sum(rate(feedback_loop_events_consumed_total[1m]))"
+    dead = "sum(rate(feedback_loop_events_dead_lettered_total[1m]))"
+    overview = [
+        (
+            stat(
+                "Consumer up",
+                "1 when Prometheus scrapes the consumer's /metrics.",
+                f"min(up{{{JOB}}})",
+                thresholds=(("red", None), ("green", 1)),
+            ),
+            4,
+            4,
+        ),
+        (stat("Consumed", "Messages consumed per second.", consumed, "ops"), 5, 4),
+        (
+            stat(
+                "Applied",
+                "Events applied to the models per second.",
+                "sum(rate(feedback_loop_events_applied_total[1m]))",
+                "ops",
+            ),
+            5,
+            4,
+        ),
+        (
+            stat(
+                "Dead-letter ratio",
+                "Share of consumed messages sent to the dead-letter topic (alert above 5%).",
+                f"{dead} / {consumed}",
+                "percentunit",
+                (("green", None), ("orange", 0.01), ("red", 0.05)),
+                decimals=2,
+            ),
+            5,
+            4,
+        ),
+        (
+            stat(
+                "Lag",
+                "Messages not yet consumed, summed over partitions (alert above 100000).",
+                "sum(feedback_loop_consumer_lag_messages)",
+                thresholds=(("green", None), ("orange", 10000), ("red", 100000)),
+            ),
+            5,
+            4,
+        ),
+    ]
+    throughput = [
+        (
+            timeseries(
+                "Throughput by event type",
+                "Messages consumed per second, by declared event type.",
+                targets(
+                    (
+                        "sum by (type) (rate(feedback_loop_events_consumed_total[1m]))",
+                        "{{type}}",
+                    )
+                ),
+                "ops",
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Outcomes",
+                "What became of consumed events, per second.",
+                targets(
+                    ("sum(rate(feedback_loop_events_applied_total[1m]))", "applied"),
+                    (dead, "dead-lettered"),
+                    ("sum(rate(feedback_loop_events_filtered_total[1m]))", "filtered"),
+                    ("sum(rate(feedback_loop_events_duplicate_total[1m]))", "duplicate"),
+                ),
+                "ops",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Dead letters by kind",
+                "Messages sent to the dead-letter topic per second, by kind of error.",
+                targets(
+                    (
+                        "sum by (kind) (rate(feedback_loop_events_dead_lettered_total[1m]))",
+                        "{{kind}}",
+                    )
+                ),
+                "ops",
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Filtered by reason",
+                "Events filtered out per second (bots, unknown users or items...), by reason.",
+                targets(
+                    (
+                        "sum by (reason) (rate(feedback_loop_events_filtered_total[1m]))",
+                        "{{reason}}",
+                    )
+                ),
+                "ops",
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+    ]
+    latency = [
+        (
+            timeseries(
+                "Batch processing time",
+                "Wall time to decode, apply and dead-letter one consumed batch.",
+                quantile_targets("feedback_loop_batch_processing_seconds_bucket"),
+                "s",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Event latency",
+                "From the broker timestamp of a batch's last message to its application.",
+                quantile_targets("feedback_loop_event_latency_seconds_bucket"),
+                "s",
+            ),
+            12,
+            8,
+        ),
+    ]
+    lag = [
+        (
+            timeseries(
+                "Consumer lag by partition",
+                "Messages in each partition not yet consumed (high watermark - position).",
+                targets(
+                    (
+                        "sum by (partition) (feedback_loop_consumer_lag_messages)",
+                        "partition {{partition}}",
+                    )
+                ),
+            ),
+            24,
+            8,
+        ),
+    ]
+    quality_metrics = (
+        ("RMSE", "feedback_loop_prequential_rmse", "Prequential RMSE of rating predictions."),
+        ("MAE", "feedback_loop_prequential_mae", "Prequential MAE of rating predictions."),
+        (
+            "Log loss",
+            "feedback_loop_prequential_logloss",
+            "Prequential log loss of click predictions.",
+        ),
+        ("AUC", "feedback_loop_prequential_auc", "Prequential ROC AUC of click predictions."),
+        (
+            "Recall@10",
+            "feedback_loop_prequential_recall_at_10",
+            "Share of positive implicit events whose item was in the top 10 before learning.",
+        ),
+    )
+    quality = [
+        (
+            timeseries(
+                title,
+                f"{description} Each event is scored before the model learns from it.",
+                targets((f"max by (model) ({metric})", "{{model}}")),
+                min_zero=False,
+            ),
+            width,
+            8,
+        )
+        for (title, metric, description), width in zip(
+            quality_metrics, (12, 12, 8, 8, 8), strict=True
+        )
+    ]
+    checkpoints = [
+        (
+            timeseries(
+                "Checkpoints per minute",
+                "Checkpoints written (model state + offsets) per minute.",
+                targets(("sum(rate(feedback_loop_checkpoints_total[5m])) * 60", "checkpoints")),
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Checkpoint duration",
+                "Wall time to write one checkpoint.",
+                quantile_targets("feedback_loop_checkpoint_seconds_bucket", "5m"),
+                "s",
+            ),
+            12,
+            8,
+        ),
+    ]
+    return [
+        ("Overview", overview),
+        ("Throughput", throughput),
+        ("Latency", latency),
+        ("Consumer lag", lag),
+        ("Prequential quality", quality),
+        ("Checkpoints", checkpoints),
+    ]
+
+
+def layout() -> list[Panel]:
+    """Rows and their panels with ids and grid positions, left to right, top to bottom."""
+    panels: list[Panel] = []
+    y = 0
+    for title, row_panels in rows():
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        y += 1
+        x, line_height = 0, 0
+        for panel, width, height in row_panels:
+            if x + width > 24:
+                x, y, line_height = 0, y + line_height, 0
+            panels.append({**panel, "gridPos": {"h": height, "w": width, "x": x, "y": y}})
+            x += width
+            line_height = max(line_height, height)
+        y += line_height
+    return [{"id": i, **panel} for i, panel in enumerate(panels, 1)]
+
+
+def dashboard() -> dict[str, Any]:
+    return {
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "description": "feedback-loop: Kafka feedback events -> online models (generated by "
+        "dashboards/generate.py).",
+        "editable": False,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": None,
+        "links": [],
+        "liveNow": False,
+        "panels": layout(),
+        "refresh": "5s",
+        "schemaVersion": 39,
+        "tags": ["feedback-loop"],
+        "templating": {"list": []},
+        "time": {"from": "now-30m", "to": "now"},
+        "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
+        "timezone": "browser",
+        "title": "Feedback loop",
+        "uid": "feedback-loop",
+        "version": 1,
+        "weekStart": "",
+    }
+
+
+def render() -> str:
+    """The dashboard as the exact text of feedback-loop.json."""
+    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="Fail if the JSON is out of date.")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="Where to write the JSON.")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
+        if current != text:
+            print(f"{args.output} is out of date: run python {__file__}", file=sys.stderr)
+            return 1
+        return 0
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+"""The deployment files agree with the code: compose, Dockerfile, Prometheus, Grafana.
+
+No Docker needed. YAML files need PyYAML (skipped without it); `docker-compose config` and
+promtool checks run when those binaries are on PATH (Debian: docker-compose, prometheus).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from stream.config import MetricsConfig, Topics
+from stream.metrics import PipelineMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+DASHBOARD = ROOT / "dashboards" / "feedback-loop.json"
+GENERATOR = ROOT / "dashboards" / "generate.py"
+
+METRIC_NAME = re.compile(r"feedback_loop_[a-z0-9_]+")
+JOB = "feedback-loop-consumer"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yaml() -> ModuleType:
+    return pytest.importorskip("yaml")
+
+
+def load_yaml(yaml: ModuleType, path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose(yaml: ModuleType) -> dict[str, Any]:
+    return load_yaml(yaml, COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def alerts(yaml: ModuleType) -> dict[str, Any]:
+    return load_yaml(yaml, ALERTS)
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment, whether written as a mapping or as a list of K=V."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return {name: {"condition": "service_started"} for name in deps}
+    return {name: cond or {} for name, cond in deps.items()}
+
+
+def generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dashboards_generate", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
+    nested = [p for row in panels if row.get("type") == "row" for p in row.get("panels", [])]
+    return panels + nested
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
+
+
+def alert_rules(alerts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for group in alerts["groups"] for rule in group["rules"]]
+
+
+def exposed_series_names() -> set[str]:
+    """Every series name the consumer's registry can expose, suffixes included."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+        "info": ("_info",),
+    }
+    names: set[str] = set()
+    for family in PipelineMetrics().registry.collect():
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+# --- docker-compose.yml ----------------------------------------------------------------------
+
+
+def test_compose_has_the_services(services: dict[str, Any]) -> None:
+    expected = {"kafka", "kafka-init", "consumer", "simulator", "prometheus", "grafana"}
+    assert expected <= set(services)
+
+
+def test_compose_depends_on_existing_services(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for dep in depends_on(service):
+            assert dep in services, f"{name} depends on unknown service {dep!r}"
+            assert dep != name
+
+
+def test_compose_waits_for_topics(services: dict[str, Any]) -> None:
+    assert depends_on(services["kafka-init"])["kafka"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["kafka"]
+    for name in ("consumer", "simulator"):
+        cond = depends_on(services[name]).get("kafka-init", {}).get("condition")
+        assert cond == "service_completed_successfully", name
+
+
+def test_kafka_init_creates_every_topic(services: dict[str, Any]) -> None:
+    init = services["kafka-init"]
+    script = json.dumps([init.get("entrypoint"), init.get("command")])
+    assert "kafka-topics.sh" in script
+    topics = Topics()
+    for topic in (topics.events, topics.dead_letters, topics.control, topics.models):
+        assert f"create {topic} " in script, topic
+    assert environment(init)["EVENTS_PARTITIONS"].endswith(":-1}")
+
+
+def test_consumer_and_simulator(services: dict[str, Any]) -> None:
+    consumer, simulator = services["consumer"], services["simulator"]
+    env = environment(consumer)
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["FEEDBACK_LOOP_METRICS__HOST"] == "0.0.0.0"
+    assert consumer["command"] == ["consume"]
+    assert any(str(v).endswith(":/state") for v in consumer.get("volumes", []))
+    port = MetricsConfig().port
+    assert any(str(p).split(":")[-1] == str(port) for p in consumer.get("ports", []))
+    assert environment(simulator)["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert simulator["command"][0] == "simulate"
+    assert simulator["restart"] == "no"
+    for service in (consumer, simulator):
+        assert service["build"]["context"] == "."
+
+
+def test_compose_bind_mounts_exist(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name}: {source} is missing"
+
+
+def test_grafana_provisioning(yaml: ModuleType, services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    env = environment(grafana)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    mounts = dict(str(v).split(":")[:2] for v in grafana["volumes"])
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    (datasource,) = load_yaml(yaml, PROVISIONING / "datasources" / "prometheus.yml")["datasources"]
+    assert datasource["uid"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    (provider,) = load_yaml(yaml, PROVISIONING / "dashboards" / "feedback-loop.yml")["providers"]
+    assert provider["options"]["path"] == mounts["./dashboards"]
+    assert env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == (
+        f"{mounts['./dashboards']}/{DASHBOARD.name}"
+    )
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not on PATH")
+def test_docker_compose_config() -> None:
+    result = run("docker-compose", "-f", str(COMPOSE), "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+# --- Dockerfile ------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile() -> None:
+    instructions = dockerfile_instructions()
+    last = dict(instructions)  # the instruction that takes effect
+    assert last["FROM"].startswith("python:3.11-slim")
+    assert json.loads(last["ENTRYPOINT"]) == ["feedback-loop"]
+    users = [rest for kw, rest in instructions if kw == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert any(kw == "VOLUME" and "/state" in rest for kw, rest in instructions)
+    assert any(kw == "RUN" and "pip install" in rest and " ." in rest for kw, rest in instructions)
+    for kw, rest in instructions:
+        if kw == "COPY" and not rest.startswith("--from"):
+            for source in rest.split()[:-1]:
+                assert (ROOT / source).exists(), f"COPY source {source} is missing"
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def test_dashboard_is_the_generator_output() -> None:
+    assert DASHBOARD.read_text(encoding="utf-8") == generator().render(), (
+        "dashboards/feedback-loop.json is out of date: run python dashboards/generate.py"
+    )
+
+
+def test_dashboard_shape() -> None:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert board["uid"] == "feedback-loop"
+    assert board["schemaVersion"] == 39
+    panels = dashboard_panels()
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "prometheus", panel["title"]
+        assert panel["targets"], panel["title"]
+        for t in panel["targets"]:
+            assert t["datasource"]["uid"] == "prometheus"
+            assert t["expr"].strip()
+    exprs = "\n".join(dashboard_exprs())
+    assert "sum by (type) (rate(feedback_loop_events_consumed_total[1m]))" in exprs
+    for metric in ("rmse", "mae", "logloss", "auc", "recall_at_10"):
+        assert f"max by (model) (feedback_loop_prequential_{metric})" in exprs
+    for hist in ("batch_processing_seconds", "event_latency_seconds"):
+        for q in ("0.5", "0.95", "0.99"):
+            assert f"histogram_quantile({q}, sum by (le) (rate(feedback_loop_{hist}_bucket" in exprs
+
+
+# --- metric names --------------------------------------------------------------------------
+
+
+def check_names(exprs: list[str], where: str) -> set[str]:
+    known = exposed_series_names()
+    used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+    unknown = sorted(used - known)
+    assert not unknown, f"{where} uses metrics that stream/metrics.py does not define: {unknown}"
+    return used
+
+
+def test_dashboard_metric_names_exist() -> None:
+    used = check_names(dashboard_exprs(), "the dashboard")
+    assert len(used) >= 10, used  # the regex does find the names
+
+
+def test_alert_metric_names_exist(alerts: dict[str, Any]) -> None:
+    rules = alert_rules(alerts)
+    assert {r["alert"] for r in rules} >= {"ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh"}
+    used = check_names([r["expr"] for r in rules], "alerts.yml")
+    assert {
+        "feedback_loop_consumer_lag_messages",
+        "feedback_loop_events_dead_lettered_total",
+        "feedback_loop_events_consumed_total",
+    } <= used
+
+
+def test_metric_name_check_catches_typos() -> None:
+    with pytest.raises(AssertionError, match="feedback_loop_events_consumed"):
+        check_names(["rate(feedback_loop_events_consumed[1m])"], "test")  # no _total
+    with pytest.raises(AssertionError, match="feedback_loop_prequential_rmse_bucket"):
+        check_names(["feedback_loop_prequential_rmse_bucket"], "test")
+
+
+def test_prometheus_scrapes_the_consumer(yaml: ModuleType, services: dict[str, Any]) -> None:
+    config = load_yaml(yaml, PROMETHEUS)
+    assert config["rule_files"] == ["alerts.yml"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
+    assert job["scrape_interval"] == "5s"
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"consumer:{MetricsConfig().port}"]
+    mounts = dict(str(v).split(":")[:2] for v in services["prometheus"]["volumes"])
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["./deploy/prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    assert any(f'job="{JOB}"' in r["expr"] for r in alert_rules(load_yaml(yaml, ALERTS)))
+
+
+# --- promtool --------------------------------------------------------------------------------
+
+needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
+
+
+@needs_promtool
+def test_promtool_check_rules_and_config() -> None:
+    result = run("promtool", "check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run("promtool", "check", "config", str(PROMETHEUS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_dashboard_queries_are_valid_promql(yaml: ModuleType, tmp_path: Path) -> None:
+    rules = [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(dashboard_exprs())]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = run("promtool", "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_alerts_fire_when_they_should(
+    yaml: ModuleType, alerts: dict[str, Any], tmp_path: Path
+) -> None:
+    # Annotations are prose: leave them out and test what the rules do.
+    stripped = {
+        "groups": [
+            {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+            for g in alerts["groups"]
+        ]
+    }
+    rules_path = tmp_path / "alerts.yml"
+    rules_path.write_text(yaml.safe_dump(stripped))
+    main = f'job="{JOB}", instance="consumer:9108"'
+    other = f'job="{JOB}", instance="other:9108"'
+    tests = {
+        "rule_files": [str(rules_path)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"up{{{main}}}", "values": "1 1 0 0 0 0 0"},
+                    {"series": f"up{{{other}}}", "values": "1x6"},
+                    # 60000 + 60000: each partition below the threshold, their sum above.
+                    {
+                        "series": f'feedback_loop_consumer_lag_messages{{{main}, partition="0"}}',
+                        "values": "0 60000x12",
+                    },
+                    {
+                        "series": f'feedback_loop_consumer_lag_messages{{{main}, partition="1"}}',
+                        "values": "0 60000x12",
+                    },
+                    {
+                        "series": f'feedback_loop_consumer_lag_messages{{{other}, partition="0"}}',
+                        "values": "90000x12",
+                    },
+                    # 10% dead-lettered on main, 1% on other.
+                    {
+                        "series": f'feedback_loop_events_consumed_total{{{main}, type="rating"}}',
+                        "values": "0+1000x15",
+                    },
+                    {
+                        "series": (
+                            f'feedback_loop_events_dead_lettered_total{{{main}, kind="decode"}}'
+                        ),
+                        "values": "0+100x15",
+                    },
+                    {
+                        "series": f'feedback_loop_events_consumed_total{{{other}, type="rating"}}',
+                        "values": "0+1000x15",
+                    },
+                    {
+                        "series": (
+                            f'feedback_loop_events_dead_lettered_total{{{other}, kind="decode"}}'
+                        ),
+                        "values": "0+10x15",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "ConsumerDown", "exp_alerts": []},
+                    {
+                        "eval_time": "4m",
+                        "alertname": "ConsumerDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": JOB,
+                                    "instance": "consumer:9108",
+                                }
+                            }
+                        ],
+                    },
+                    {"eval_time": "3m", "alertname": "ConsumerLagHigh", "exp_alerts": []},
+                    {
+                        "eval_time": "8m",
+                        "alertname": "ConsumerLagHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": JOB,
+                                    "instance": "consumer:9108",
+                                }
+                            }
+                        ],
+                    },
+                    {"eval_time": "3m", "alertname": "DeadLetterRateHigh", "exp_alerts": []},
+                    {
+                        "eval_time": "12m",
+                        "alertname": "DeadLetterRateHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": JOB,
+                                    "instance": "consumer:9108",
+                                }
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    tests_path = tmp_path / "alerts-test.yml"
+    tests_path.write_text(yaml.safe_dump(tests))
+    result = run("promtool", "test", "rules", str(tests_path))
+    assert result.returncode == 0, result.stdout + result.stderr
