@@ -94,3 +94,29 @@ def test_consume_without_a_broker_explains_what_to_do() -> None:
     proc = run_cli("consume")
     assert proc.returncode == 2
     assert "KAFKA_BOOTSTRAP_SERVERS" in proc.stderr
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_demo_cleanly_and_still_writes_the_report(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    report_path = tmp_path / "r.json"
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "demo", "--events", "5000000", "--report",
+         str(report_path), "--metrics-port", "0", "--state-dir", str(tmp_path / "state")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    checkpoint = tmp_path / "state" / "checkpoint.pkl"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():  # the consumer is running and has applied events
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    r = load(report_path)
+    assert r["interrupted"] is True
+    assert 0 < r["consumed"] < 5_000_000
+    assert "SIGINT" in err

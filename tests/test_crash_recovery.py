@@ -80,3 +80,26 @@ def test_sigkill_mid_stream_then_restart_gives_identical_models(
     assert after_restart.offsets == {
         (settings.topics.events, p): o for p, o in sent["end_offsets"].items()
     }
+
+
+def test_sigterm_finishes_the_batch_checkpoints_and_exits(
+    settings: Settings, tmp_path: Path
+) -> None:
+    sent = publish_stream(settings, 60_000, seed=13)
+    state = tmp_path / "graceful"
+    store = CheckpointStore(state)
+    proc = consume_cli(settings, state)
+    deadline = time.monotonic() + 120
+    while not store.path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()
+    assert b"SIGTERM" in out
+    final = store.load()
+    assert final is not None
+    c = final.state.counts
+    assert 0 < c.consumed < sent["sent"] and c.reconciles()
+    # The saved offsets are exactly where the applied events end: nothing in flight was lost.
+    assert sum(final.offsets.values()) == c.consumed
