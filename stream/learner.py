@@ -25,8 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from stream.bundle import ModelBundle
 from stream.config import Settings
-from stream.engagement import EngagementModel
 from stream.events import (
     ClickEvent,
     DwellEvent,
@@ -39,8 +39,6 @@ from stream.events import (
     UserProfileEvent,
     decode_event,
 )
-from stream.implicit_mf import ImplicitMF
-from stream.mf import OnlineMF
 from stream.prequential import BinaryScore, HitRate, RegressionScore
 
 # recall@K of the implicit model on positive events, K as in the report key recall_at_10.
@@ -116,11 +114,12 @@ class FeedbackLearner:
         cfg = settings.model
         self.model_config = cfg
         self.bot_limit = settings.consumer.bot_events_per_minute
-        self.rating_model = OnlineMF.from_config(
-            cfg, rating_min=self.limits.rating_min, rating_max=self.limits.rating_max
+        self.models = ModelBundle.fresh(
+            cfg,
+            rating_min=self.limits.rating_min,
+            rating_max=self.limits.rating_max,
+            dwell_cap_seconds=self.limits.dwell_cap_seconds,
         )
-        self.implicit_model = ImplicitMF.from_config(cfg)
-        self.engagement_model = EngagementModel.from_config(cfg)
         self.rating_score = RegressionScore()
         self.click_score = BinaryScore()
         self.recall = HitRate()
@@ -136,7 +135,6 @@ class FeedbackLearner:
         self.items: dict[str, dict[str, Any]] = {}
         # user -> [minute bucket of event time, events in it], for the bot filter.
         self._activity: dict[str, list[int]] = {}
-        self._dwell_scale = cfg.dwell_alpha / self.limits.dwell_cap_seconds
         self._handlers = {
             RatingEvent: self._learn_rating,
             ClickEvent: self._learn_click,
@@ -205,39 +203,32 @@ class FeedbackLearner:
 
     # -- per-type learning (score first, then learn) ---------------------------------------
     def _learn_rating(self, e: RatingEvent) -> None:
-        predicted = self.rating_model.update(e.user_id, e.item_id, e.rating)
+        predicted = self.models.learn(e, self.users, self.items, True)
+        assert predicted is not None
         self.rating_score.update(e.rating, predicted)
         n = self.baseline_rating_score.n
         self.baseline_rating_score.update(e.rating, self._rating_sum / n if n else 0.0)
         self._rating_sum += e.rating
 
-    def _engagement(self, e: ClickEvent | ImpressionEvent, clicked: bool) -> None:
-        x = self.engagement_model.features(
-            self.users.get(e.user_id), self.items.get(e.item_id), e.context
-        )
-        self.click_score.update(clicked, self.engagement_model.predict_proba(x))
-        self.engagement_model.learn(x, clicked)
+    def _learn_engagement(self, e: ClickEvent | ImpressionEvent, clicked: bool) -> None:
+        p = self.models.learn(e, self.users, self.items, True)
+        assert p is not None
+        self.click_score.update(clicked, p)
         n = self.baseline_click_score.n
         self.baseline_click_score.update(clicked, (self._clicks + 0.5) / (n + 1.0))
         self._clicks += clicked
 
     def _learn_click(self, e: ClickEvent) -> None:
-        self._engagement(e, True)
-        hit = self.implicit_model.hit_at_k(e.user_id, e.item_id, RECALL_K)
+        hit = self.models.implicit.hit_at_k(e.user_id, e.item_id, RECALL_K)
         if hit is not None:
             self.recall.update(hit)
-        self.implicit_model.update(e.user_id, e.item_id, 1.0, 1.0)
+        self._learn_engagement(e, True)
 
     def _learn_impression(self, e: ImpressionEvent) -> None:
-        self._engagement(e, False)
-        self.implicit_model.update(
-            e.user_id, e.item_id, 0.0, self.model_config.negative_weight
-        )
+        self._learn_engagement(e, False)
 
     def _learn_dwell(self, e: DwellEvent) -> None:
-        # Longer dwell = more confidence that the click was a real positive.
-        weight = 1.0 + self._dwell_scale * e.seconds
-        self.implicit_model.update(e.user_id, e.item_id, 1.0, weight)
+        self.models.learn(e, self.users, self.items)
 
     def _learn_user(self, e: UserProfileEvent) -> None:
         self.users[e.user_id] = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
@@ -268,9 +259,7 @@ class FeedbackLearner:
     def state_equal(self, other: FeedbackLearner) -> bool:
         """Bit-identical models, scores and counts (used to prove crash recovery)."""
         return (
-            self.rating_model.state_equal(other.rating_model)
-            and self.implicit_model.state_equal(other.implicit_model)
-            and self.engagement_model.state_equal(other.engagement_model)
+            self.models.state_equal(other.models)
             and self.counts == other.counts
             and self.scores() == other.scores()
         )

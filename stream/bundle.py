@@ -1,0 +1,88 @@
+"""The set of models that is learned online, retrained in batch and swapped as one unit.
+
+>>> from stream.config import ModelConfig
+>>> from stream.events import RatingEvent
+>>> bundle = ModelBundle.fresh(ModelConfig(), rating_min=1.0, rating_max=5.0)
+>>> e = RatingEvent(event_id="r1", user_id="u1", item_id="i1", ts=1.7e9, rating=4)
+>>> bundle.learn(e, users={}, items={}, score=True)  # before learning, clipped to the scale
+1.0
+>>> bundle.rating.n_ratings
+1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stream.config import ModelConfig
+from stream.engagement import EngagementModel
+from stream.events import ClickEvent, DwellEvent, Event, ImpressionEvent, RatingEvent
+from stream.implicit_mf import ImplicitMF
+from stream.mf import OnlineMF
+
+
+@dataclass
+class ModelBundle:
+    """Rating MF, implicit MF and the River engagement model, plus the config they use."""
+
+    rating: OnlineMF
+    implicit: ImplicitMF
+    engagement: EngagementModel
+    config: ModelConfig
+    dwell_scale: float  # dwell_alpha / dwell cap: confidence = 1 + dwell_scale * seconds
+
+    @classmethod
+    def fresh(
+        cls,
+        cfg: ModelConfig,
+        rating_min: float | None = None,
+        rating_max: float | None = None,
+        dwell_cap_seconds: float = 1800.0,
+    ) -> ModelBundle:
+        return cls(
+            rating=OnlineMF.from_config(cfg, rating_min=rating_min, rating_max=rating_max),
+            implicit=ImplicitMF.from_config(cfg),
+            engagement=EngagementModel.from_config(cfg),
+            config=cfg,
+            dwell_scale=cfg.dwell_alpha / dwell_cap_seconds,
+        )
+
+    def learn(
+        self,
+        event: Event,
+        users: dict[str, dict[str, Any]],
+        items: dict[str, dict[str, Any]],
+        score: bool = False,
+    ) -> float | None:
+        """Learn one interaction event (profiles are ignored).
+
+        With ``score``, return the prediction made before learning: the rating for a rating
+        event, the click probability for a click or impression (None for dwell). Without it,
+        skip the engagement prediction (batch training and catch-up after a swap).
+        """
+        if isinstance(event, RatingEvent):
+            return self.rating.update(event.user_id, event.item_id, event.rating)
+        if isinstance(event, ClickEvent | ImpressionEvent):
+            clicked = isinstance(event, ClickEvent)
+            x = self.engagement.features(
+                users.get(event.user_id), items.get(event.item_id), event.context
+            )
+            p = self.engagement.predict_proba(x) if score else None
+            self.engagement.learn(x, clicked)
+            # A click is a positive; an impression without click a weak implicit negative.
+            target, weight = (1.0, 1.0) if clicked else (0.0, self.config.negative_weight)
+            self.implicit.update(event.user_id, event.item_id, target, weight)
+            return p
+        if isinstance(event, DwellEvent):
+            # Longer dwell = more confidence that the click was a real positive.
+            weight = 1.0 + self.dwell_scale * event.seconds
+            self.implicit.update(event.user_id, event.item_id, 1.0, weight)
+        return None
+
+    def state_equal(self, other: ModelBundle) -> bool:
+        return (
+            self.rating.state_equal(other.rating)
+            and self.implicit.state_equal(other.implicit)
+            and self.engagement.state_equal(other.engagement)
+        )
