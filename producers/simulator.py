@@ -132,6 +132,8 @@ _OCCUPATION_GENRE_SCALE = 0.15
 _EVENTS_PER_SLOT = 1.2
 # Event-time gap between two bot clicks: ~10 clicks per second, i.e. ~600 per minute.
 _BOT_GAP_RANGE = (0.05, 0.15)
+# A gradual drift moves tastes in this many equal steps over drift_duration events.
+_DRIFT_STEPS = 20
 # Sessions drawn per vectorized batch; fixed so the stream does not depend on n.
 _BATCH_SESSIONS = 256
 _LIMITS = Limits()
@@ -161,7 +163,10 @@ class SimulatorConfig:
 
     ``bot_share`` and ``drift_share`` are shares in [0, 1]; a positive share always yields
     at least one user. ``drift_at`` is the index of the first interaction event generated
-    with the redrawn tastes (``None``: no drift). ``events_per_second`` is the mean rate of
+    with the redrawn tastes (``None``: no drift). With ``drift_duration`` > 0 the change is
+    gradual: tastes move from old to new in ``_DRIFT_STEPS`` equal steps spread over that
+    many events. ``drift_preferences`` also redraws the population's demographic x genre
+    preferences (a concept drift that feature-based models see, not only per-user ones). ``events_per_second`` is the mean rate of
     interaction events in event time (0.5 -> about 2.3 days of event time per 100k events).
     """
 
@@ -172,6 +177,8 @@ class SimulatorConfig:
     bot_share: float = 0.0
     drift_at: int | None = None
     drift_share: float = 0.5
+    drift_duration: int = 0
+    drift_preferences: bool = True
     start_ts: float = 1_700_000_000.0
     slate_size: int = 10
     events_per_second: float = 0.5
@@ -197,6 +204,11 @@ class SimulatorConfig:
         if self.drift_at is not None and (not _is_int(self.drift_at) or self.drift_at < 0):
             raise ValueError(
                 f"drift_at must be None or a non-negative event index, got {self.drift_at!r}"
+            )
+        if not _is_int(self.drift_duration) or self.drift_duration < 0:
+            raise ValueError(
+                f"drift_duration must be a non-negative number of events, "
+                f"got {self.drift_duration!r}"
             )
         if (
             not _is_real(self.events_per_second)
@@ -271,6 +283,16 @@ class Simulator:
         self._build_population(np.random.default_rng(pop_ss))
         self.drift_users: frozenset[str] = frozenset()
         self._drifted = False
+        self._drift_version = 0  # bumped at every drift step, to redo drawn outcomes
+        self._drift_target: np.ndarray | None = None
+        self._drift_origin: np.ndarray | None = None
+        # (event index, share of the way from old to new tastes), in order.
+        self._drift_steps: list[tuple[int, float]] = []
+        if cfg.drift_at is not None:
+            n = _DRIFT_STEPS if cfg.drift_duration > 0 else 1
+            self._drift_steps = [
+                (cfg.drift_at + cfg.drift_duration * j // n, (j + 1) / n) for j in range(n)
+            ]
         self._index = 0
         self._clock = float(cfg.start_ts)
         self._session = 0
@@ -302,6 +324,7 @@ class Simulator:
         occupations[(occupations == _RETIRED) & (ages < 50)] = OCCUPATIONS.index("other")
         groups = np.array([age_group(int(a)) for a in ages])
         self._ages, self._genders, self._occupations = ages, genders, occupations
+        self._groups = groups
 
         taste = rng.standard_normal((nu, f)) * scale
         activity = rng.lognormal(0.0, 1.0, nu)
@@ -500,21 +523,46 @@ class Simulator:
             rating=rating.tolist(),
         )
 
-    def _apply_drift(self) -> None:
-        """Redraw the latent tastes of drift_share of the non-bot users."""
-        cfg = self.config
+    def _drift_target_vectors(self) -> np.ndarray:
+        """User vectors after the drift: new tastes for drift_share of the normal users and,
+        with drift_preferences, new demographic x genre preferences for everyone."""
+        cfg, rng = self.config, self._drift_rng
+        target = self._user_vec.copy()
         normal = np.flatnonzero(~self._is_bot)
         count = _share_count(cfg.drift_share, len(normal))
-        chosen = np.sort(self._drift_rng.choice(normal, count, replace=False))
-        fresh = self._drift_rng.standard_normal((count, cfg.factors)) * self._taste_scale
-        self._user_vec[chosen, : cfg.factors] = fresh
+        chosen = np.sort(rng.choice(normal, count, replace=False))
+        target[chosen, : cfg.factors] = (
+            rng.standard_normal((count, cfg.factors)) * self._taste_scale
+        )
         self.drift_users = frozenset(self.user_ids[i] for i in chosen)
+        if cfg.drift_preferences:
+            ng = len(GENRES)
+            age_pref = rng.standard_normal((len(_AGE_BOUNDS) + 1, ng)) * _AGE_GENRE_SCALE
+            gender_pref = rng.standard_normal((len(GENDERS), ng)) * _GENDER_GENRE_SCALE
+            occ_pref = rng.standard_normal((len(OCCUPATIONS), ng)) * _OCCUPATION_GENRE_SCALE
+            target[:, cfg.factors :] = (
+                age_pref[self._groups]
+                + gender_pref[self._genders]
+                + occ_pref[self._occupations]
+            )
+        return target
+
+    def _apply_drift(self, share: float) -> None:
+        """Move the user vectors ``share`` of the way from the old to the new ones."""
+        if self._drift_target is None:
+            self._drift_origin = self._user_vec.copy()
+            self._drift_target = self._drift_target_vectors()
+        assert self._drift_origin is not None
+        origin, target = self._drift_origin, self._drift_target
+        self._user_vec = origin + share * (target - origin)
         self._drifted = True
+        self._drift_version += 1
 
     def _due_drift(self) -> bool:
-        """Apply the drift if the next event is the drift_at-th; True if it just happened."""
-        if not self._drifted and self._index == self.config.drift_at:
-            self._apply_drift()
+        """Apply the drift step due at the next event index, if any; True if one happened."""
+        steps = self._drift_steps
+        if steps and self._index >= steps[0][0]:
+            self._apply_drift(steps.pop(0)[1])
             return True
         return False
 
@@ -560,9 +608,9 @@ class Simulator:
                 self._session += 1
                 uid = user_ids[user]
                 if is_bot[user]:
-                    drifted = self._drifted
+                    version = self._drift_version
                     yield from self._bot_burst(uid, ctx)
-                    if self._drifted and not drifted:  # the drift fell inside the burst
+                    if self._drift_version != version:  # a drift step fell inside the burst
                         out = self._outcomes(batch)
                     continue
                 slate, gaps, rated = batch.slate_list[s], batch.gaps[s], batch.rated[s]

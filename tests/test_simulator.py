@@ -323,3 +323,42 @@ def test_unknown_ids_raise_key_error() -> None:
         sim.taste("u99999")
     with pytest.raises(KeyError):
         sim.affinity("u00001", "x00001")
+
+
+def test_gradual_drift_moves_tastes_step_by_step_over_the_duration() -> None:
+    cfg = SimulatorConfig(n_users=200, n_items=100, seed=4, drift_at=1000, drift_duration=2000)
+    sim = Simulator(cfg)
+    before = {u: sim.taste(u) for u in sim.user_ids}
+    list(sim.events(2000))  # half-way through the change
+    moved = sorted(sim.drift_users)
+    assert moved
+    mid = {u: sim.taste(u) for u in moved}
+    list(sim.events(2000))  # past drift_at + drift_duration
+    end = {u: sim.taste(u) for u in moved}
+    for u in moved:
+        total = np.linalg.norm(end[u] - before[u])
+        half = np.linalg.norm(mid[u] - before[u])
+        assert total > 0
+        assert 0.3 * total < half < 0.7 * total
+    unmoved = [u for u in sim.user_ids if u not in sim.drift_users]
+    assert all(np.array_equal(sim.taste(u), before[u]) for u in unmoved)
+
+
+def test_drift_preferences_change_the_affinity_of_unmoved_users_too() -> None:
+    cfg = SimulatorConfig(n_users=200, n_items=100, seed=4, drift_at=10)
+    sim = Simulator(cfg)
+    item = sim.item_ids[0]
+    before = {u: sim.affinity(u, item) for u in sim.user_ids}
+    list(sim.events(20))
+    unmoved = [u for u in sim.user_ids if u not in sim.drift_users]
+    assert any(sim.affinity(u, item) != before[u] for u in unmoved)
+    off = Simulator(SimulatorConfig(n_users=200, n_items=100, seed=4, drift_at=10,
+                                    drift_preferences=False))
+    list(off.events(20))
+    kept = [u for u in off.user_ids if u not in off.drift_users]
+    assert all(off.affinity(u, item) == before[u] for u in kept)
+
+
+def test_negative_drift_duration_is_rejected() -> None:
+    with pytest.raises(ValueError, match="drift_duration"):
+        SimulatorConfig(drift_duration=-1)
