@@ -34,9 +34,11 @@ from confluent_kafka import (
 )
 
 from consumers.checkpoint import CheckpointStore
+from consumers.model_control import ModelControl
 from stream.broker import quiet_client_config
 from stream.config import Settings
 from stream.learner import FeedbackLearner, Rejection
+from stream.logs import ProgressLog
 from stream.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,10 @@ class FeedbackConsumer:
         self._targets: dict[int, int] | None = None
         self._assigned: set[int] = set()
         self._at_end: set[int] = set()
+        # When stopping at the end, first wait for an outstanding retrain to be answered.
+        self.wait_for_retrains = False
+        self._waiting_since: float | None = None
+        self.progress_log = ProgressLog(self.learner.counts)  # INFO line every 10 s
 
     # -- control from other threads / signal handlers ----------------------------------
     def request_stop(self) -> None:
@@ -124,6 +130,7 @@ class FeedbackConsumer:
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self._consumer, self._dlq = consumer, dlq
+        self.control = ModelControl(self.settings, self.bootstrap_servers, self.learner)
         learner, process = self.learner, self.learner.process  # bound once: hot loop
         messages, first_at, last_ckpt_at = 0, 0.0, time.monotonic()
         since_ckpt = 0
@@ -131,6 +138,8 @@ class FeedbackConsumer:
             while not self._stop.is_set():
                 batch = consumer.consume(cfg.batch_size, cfg.poll_timeout_seconds)
                 if not batch:
+                    if self.control.between_batches(self.offsets):
+                        self.checkpoint()
                     if self._done(stop_at_end):
                         break
                     continue
@@ -150,7 +159,9 @@ class FeedbackConsumer:
                 since_ckpt += n
                 self._track_positions(consumer, batch)
                 self._after_batch(batch, started, n)
-                if since_ckpt >= cfg.checkpoint_every_events or (
+                if self.control.between_batches(self.offsets) or (
+                    since_ckpt >= cfg.checkpoint_every_events
+                ) or (
                     time.monotonic() - last_ckpt_at >= cfg.checkpoint_every_seconds
                 ):
                     self.checkpoint()
@@ -159,18 +170,30 @@ class FeedbackConsumer:
                     break
             self.checkpoint()
         finally:
+            self.control.close()
             consumer.close()
             dlq.flush(10)
         seconds = time.perf_counter() - first_at if first_at else 0.0
         return RunResult(learner, messages, seconds, self.restored)
 
     def _done(self, stop_at_end: bool) -> bool:
+        if self.learner.lifecycle.pending is None:
+            self._waiting_since = None
+        elif self.wait_for_retrains:
+            if time.monotonic() < self._retrain_deadline():
+                return False
+            log.error("gave up waiting for retrain %s", self.learner.lifecycle.pending)
         if self._targets is not None:
             topic = self.settings.topics.events
             return all(
                 self.offsets.get((topic, p), 0) >= end for p, end in self._targets.items()
             )
         return stop_at_end and bool(self._assigned) and self._at_end >= self._assigned
+
+    def _retrain_deadline(self) -> float:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        return self._waiting_since + self.settings.retrain.timeout_seconds + 120
 
     def _track_positions(self, consumer: Consumer, batch: list[Message]) -> None:
         """Record the next offset per partition, and which partitions are at their end."""
@@ -205,6 +228,17 @@ class FeedbackConsumer:
                     )
         if self.on_batch is not None:
             self.on_batch(self.learner)
+        if self.progress_log.due():
+            self._log_progress()
+
+    def _log_progress(self) -> None:
+        """The periodic progress line (fields named after the metrics, see stream/logs.py)."""
+        topic, lag = self.settings.topics.events, 0
+        for p in self._assigned:
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            if high >= 0:
+                lag += max(high - self.offsets.get((topic, p), 0), 0)
+        self.progress_log.log(log, self.learner.counts, lag)
 
     def _on_error(self, msg: Message) -> None:
         err = msg.error()

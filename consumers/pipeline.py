@@ -74,9 +74,15 @@ def run_pipeline(
     metrics: PipelineMetrics | None = None,
     on_batch: Callable[[FeedbackLearner], None] | None = None,
     install_stop: Callable[[Callable[[], None]], None] | None = None,
+    wait_for_retrains: bool = False,
 ) -> PipelineResult:
-    """Publish ``records`` and consume them until every one is applied (or stop is asked)."""
+    """Publish ``records`` and consume them until every one is applied (or stop is asked).
+
+    With ``wait_for_retrains`` (a retrainer is running), an outstanding retrain request is
+    answered, and its model swapped in, before the consumer stops.
+    """
     consumer = FeedbackConsumer(settings, bootstrap_servers, metrics=metrics, on_batch=on_batch)
+    consumer.wait_for_retrains = wait_for_retrains
     publisher = EventPublisher(bootstrap_servers, settings.topics.events)
     thread = _PublisherThread(publisher, records, consumer)
     interrupted = threading.Event()
@@ -127,6 +133,8 @@ def build_report(
     report["consumed_by_type"] = summary["consumed_by_type"]
     report["dead_letters_by_kind"] = summary["dead_letters_by_kind"]
     report["filtered_by_reason"] = summary["filtered_by_reason"]
+    for key in ("drift_alarms", "retrains", "swaps", "model_version", "policy_outcomes"):
+        report[key] = summary[key]
     report.update(extra)
     return report
 

@@ -132,6 +132,8 @@ _OCCUPATION_GENRE_SCALE = 0.15
 _EVENTS_PER_SLOT = 1.2
 # Event-time gap between two bot clicks: ~10 clicks per second, i.e. ~600 per minute.
 _BOT_GAP_RANGE = (0.05, 0.15)
+# Item quality (appeal to everyone, whatever their taste): a learnable per-item effect.
+_ITEM_QUALITY_SCALE = 1.2
 # A gradual drift moves tastes in this many equal steps over drift_duration events.
 _DRIFT_STEPS = 20
 # Sessions drawn per vectorized batch; fixed so the stream does not depend on n.
@@ -165,7 +167,8 @@ class SimulatorConfig:
     at least one user. ``drift_at`` is the index of the first interaction event generated
     with the redrawn tastes (``None``: no drift). With ``drift_duration`` > 0 the change is
     gradual: tastes move from old to new in ``_DRIFT_STEPS`` equal steps spread over that
-    many events. ``drift_preferences`` also redraws the population's demographic x genre
+    many events. ``drift_item_share`` of the items get a new quality (appeal to everyone),
+    and ``drift_preferences`` also redraws the population's demographic x genre
     preferences (a concept drift that feature-based models see, not only per-user ones). ``events_per_second`` is the mean rate of
     interaction events in event time (0.5 -> about 2.3 days of event time per 100k events).
     """
@@ -179,6 +182,7 @@ class SimulatorConfig:
     drift_share: float = 0.5
     drift_duration: int = 0
     drift_preferences: bool = True
+    drift_item_share: float = 0.5
     start_ts: float = 1_700_000_000.0
     slate_size: int = 10
     events_per_second: float = 0.5
@@ -197,7 +201,7 @@ class SimulatorConfig:
                 f"slate_size ({self.slate_size}) cannot exceed n_items ({self.n_items}): "
                 "a slate shows distinct items"
             )
-        for name in ("bot_share", "drift_share", "rating_prob"):
+        for name in ("bot_share", "drift_share", "drift_item_share", "rating_prob"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a share in [0, 1], got {value!r}")
@@ -375,8 +379,11 @@ class Simulator:
 
         # Affinity = [taste, demo] . [traits, genre weights]: one dot product gives the
         # latent match plus the demographic x genre preference. Only the taste block drifts.
-        self._user_vec = np.hstack([taste, user_demo])
-        self._item_vec = np.hstack([traits, genre_w])
+        # Item quality: how much everyone likes the item, whatever their taste (a column of
+        # ones on the user side). Drawn last so the other draws do not depend on it.
+        quality = rng.standard_normal(ni) * _ITEM_QUALITY_SCALE
+        self._user_vec = np.hstack([taste, user_demo, np.ones((nu, 1))])
+        self._item_vec = np.hstack([traits, genre_w, quality[:, None]])
 
         # Session weights: activity, but a bot burst is ~bot_burst_size events against
         # ~_EVENTS_PER_SLOT * slate_size for a normal session, so bots start bursts that
@@ -448,10 +455,14 @@ class Simulator:
 
     def demographic_effect(self, user_id: str, item_id: str) -> float:
         """The part of :meth:`affinity` due to the user's demographics and item's genres."""
-        f = self.config.factors
+        f, g = self.config.factors, self.config.factors + len(GENRES)
         u = self._user_index(user_id)
         i = self._item_index(item_id)
-        return float(self._user_vec[u, f:] @ self._item_vec[i, f:])
+        return float(self._user_vec[u, f:g] @ self._item_vec[i, f:g])
+
+    def quality(self, item_id: str) -> float:
+        """The item's current quality (its appeal to everyone)."""
+        return float(self._item_vec[self._item_index(item_id), -1])
 
     def popularity(self, item_id: str) -> float:
         """Probability that a slate draw picks this item first (sums to 1 over items)."""
@@ -540,21 +551,33 @@ class Simulator:
             age_pref = rng.standard_normal((len(_AGE_BOUNDS) + 1, ng)) * _AGE_GENRE_SCALE
             gender_pref = rng.standard_normal((len(GENDERS), ng)) * _GENDER_GENRE_SCALE
             occ_pref = rng.standard_normal((len(OCCUPATIONS), ng)) * _OCCUPATION_GENRE_SCALE
-            target[:, cfg.factors :] = (
+            target[:, cfg.factors : cfg.factors + ng] = (
                 age_pref[self._groups]
                 + gender_pref[self._genders]
                 + occ_pref[self._occupations]
             )
         return target
 
+    def _drift_target_items(self) -> np.ndarray:
+        """Item vectors after the drift: new quality for drift_item_share of the items."""
+        cfg, rng = self.config, self._drift_rng
+        target = self._item_vec.copy()
+        count = _share_count(cfg.drift_item_share, cfg.n_items)
+        chosen = rng.choice(cfg.n_items, count, replace=False)
+        target[chosen, -1] = rng.standard_normal(count) * _ITEM_QUALITY_SCALE
+        return target
+
     def _apply_drift(self, share: float) -> None:
-        """Move the user vectors ``share`` of the way from the old to the new ones."""
+        """Move user and item vectors ``share`` of the way from the old to the new ones."""
         if self._drift_target is None:
             self._drift_origin = self._user_vec.copy()
             self._drift_target = self._drift_target_vectors()
+            self._drift_items = (self._item_vec.copy(), self._drift_target_items())
         assert self._drift_origin is not None
         origin, target = self._drift_origin, self._drift_target
         self._user_vec = origin + share * (target - origin)
+        item_origin, item_target = self._drift_items
+        self._item_vec = item_origin + share * (item_target - item_origin)
         self._drifted = True
         self._drift_version += 1
 

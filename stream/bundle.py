@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,11 @@ from stream.engagement import EngagementModel
 from stream.events import ClickEvent, DwellEvent, Event, ImpressionEvent, RatingEvent
 from stream.implicit_mf import ImplicitMF
 from stream.mf import OnlineMF
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1.0 - 1e-4)
+    return math.log(p / (1.0 - p))
 
 
 @dataclass
@@ -65,14 +71,17 @@ class ModelBundle:
             return self.rating.update(event.user_id, event.item_id, event.rating)
         if isinstance(event, ClickEvent | ImpressionEvent):
             clicked = isinstance(event, ClickEvent)
+            # A click is a positive; an impression without click a weak implicit negative.
+            target, weight = (1.0, 1.0) if clicked else (0.0, self.config.negative_weight)
+            cf = self.implicit.update(event.user_id, event.item_id, target, weight)
             x = self.engagement.features(
                 users.get(event.user_id), items.get(event.item_id), event.context
             )
+            # Stacking: the implicit model's pre-learning score is a feature, so the click
+            # model combines per-user taste with demographics, content and context.
+            x["cf_logit"] = _logit(cf)
             p = self.engagement.predict_proba(x) if score else None
             self.engagement.learn(x, clicked)
-            # A click is a positive; an impression without click a weak implicit negative.
-            target, weight = (1.0, 1.0) if clicked else (0.0, self.config.negative_weight)
-            self.implicit.update(event.user_id, event.item_id, target, weight)
             return p
         if isinstance(event, DwellEvent):
             # Longer dwell = more confidence that the click was a real positive.

@@ -6,12 +6,15 @@
     feedback-loop replay u.data --format movielens-100k  # publish a file's events
     feedback-loop consume --until-end --report r.json    # the long-running consumer
     feedback-loop evaluate u.data                        # the models over a file, no broker
+    feedback-loop status                                 # a running consumer, from /metrics
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,10 +65,16 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _settings(state_dir: Path | None = None, seed: int | None = None) -> Settings:
+def _settings(
+    state_dir: Path | None = None, seed: int | None = None, registry_in_state: bool = False
+) -> Settings:
     settings = Settings()
     if state_dir is not None:
         settings.consumer = settings.consumer.model_copy(update={"state_dir": state_dir})
+    if registry_in_state:
+        settings.retrain = settings.retrain.model_copy(
+            update={"registry_dir": settings.consumer.state_dir / "registry"}
+        )
     if seed is not None:
         settings.model = settings.model.model_copy(update={"seed": seed})
     return settings
@@ -130,6 +139,14 @@ class LiveProgress:
         parts += [f"{k}={v:.3f}" for k, v in s.items() if v is not None]
         if c.dead_lettered:
             parts.append(f"dlq={c.dead_lettered}")
+        life = getattr(learner, "lifecycle", None)
+        if life is not None:
+            if life.alarms:
+                parts.append(f"alarms={len(life.alarms)}")
+            if life.pending is not None:
+                parts.append("[magenta]retraining[/]")
+            if life.version:
+                parts.append(f"[green]model v{life.version}[/]")
         self.progress.update(self.task, completed=c.consumed, scores=" ".join(parts))
 
 
@@ -150,17 +167,54 @@ def _print_summary(report: dict[str, Any]) -> None:
             "" if ref is None else f"{ref:.4f}",
         )
     table.add_row("events_per_second", f"{report['events_per_second']:,.0f}", "")
+    if "drift_alarms" in report:
+        table.add_row("drift alarms", str(len(report["drift_alarms"])), "")
+        done = [r for r in report["retrains"] if r.get("status") != "requested"]
+        table.add_row("retrains (finished/requested)", f"{len(done)}/{len(report['retrains'])}", "")
+        table.add_row("swaps", str(len(report["swaps"])), "")
+        table.add_row("model version", str(report["model_version"]), "")
     table.add_row("counts reconcile", str(report.get("reconciles")), "")
     console.print(table)
 
 
-def _finish(report: dict[str, Any], path: Path | None) -> None:
+def _finish(report: dict[str, Any], path: Path | None, learner: Any = None) -> None:
     from consumers.pipeline import write_report
 
     _print_summary(report)
     if path is not None:
         write_report(path, report)
         console.print(f"report written to [bold]{path}[/]")
+        if learner is not None and len(learner.timeline) > 1:
+            from consumers.plot import plot_report
+
+            png = plot_report(learner.timeline, report, path.with_suffix(".png"))
+            console.print(f"plot written to [bold]{png}[/]")
+
+
+def _start_retrainer(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+    """The retrainer as a child process (its own core, its own GIL), logging to a file."""
+    from stream.config import settings_env
+
+    env = {**os.environ, **settings_env(settings), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    log_path = settings.consumer.state_dir / "retrainer.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"retrainer started (log: {log_path})")
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "retrainer", "--metrics-port", "0"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def _stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _run_on_embedded_or_cluster(
@@ -171,6 +225,7 @@ def _run_on_embedded_or_cluster(
     metrics_port: int,
     report: Path | None,
     config: dict[str, Any],
+    retrainer: bool = True,
 ) -> None:
     from consumers.pipeline import build_report, run_pipeline
     from stream.broker import kafka_cluster
@@ -179,18 +234,25 @@ def _run_on_embedded_or_cluster(
     metrics = PipelineMetrics()
     port = metrics.serve(settings.metrics.host, metrics_port)
     console.print(f"metrics on http://{settings.metrics.host}:{port}/metrics")
+    worker = None
     with kafka_cluster(settings) as bootstrap:
         console.print(f"broker at {bootstrap} (embedded: {not settings.bootstrap_servers})")
-        with LiveProgress(total, label) as live:
-            result = run_pipeline(
-                settings,
-                bootstrap,
-                records,
-                metrics=metrics,
-                on_batch=live.update,
-                install_stop=_install_signals,
-            )
-            live.update(result.run.learner, force=True)
+        try:
+            if retrainer and settings.drift.enabled:
+                worker = _start_retrainer(settings, bootstrap)
+            with LiveProgress(total, label) as live:
+                result = run_pipeline(
+                    settings,
+                    bootstrap,
+                    records,
+                    metrics=metrics,
+                    on_batch=live.update,
+                    install_stop=_install_signals,
+                    wait_for_retrains=worker is not None,
+                )
+                live.update(result.run.learner, force=True)
+        finally:
+            _stop_process(worker)
     pub = result.published
     rep = build_report(
         result.run.learner,
@@ -200,17 +262,29 @@ def _run_on_embedded_or_cluster(
         publish_seconds=round(result.publish_seconds, 3),
         interrupted=result.interrupted,
     )
-    _finish(rep, report)
+    _finish(rep, report, result.run.learner)
     if pub.failed:
         raise _fail(f"{pub.failed} events were not delivered: {pub.errors[:3]}")
 
 
-def _simulator(events: int, seed: int, bot_share: float, drift_at: int | None) -> Any:
+def _simulator(
+    seed: int,
+    bot_share: float,
+    drift_at: int | None,
+    drift_duration: int = 0,
+    drift_share: float = 0.5,
+) -> Any:
     from producers.simulator import Simulator, SimulatorConfig
 
     try:
         return Simulator(
-            SimulatorConfig(seed=seed, bot_share=bot_share, drift_at=drift_at)
+            SimulatorConfig(
+                seed=seed,
+                bot_share=bot_share,
+                drift_at=drift_at,
+                drift_duration=drift_duration,
+                drift_share=drift_share,
+            )
         )
     except ValueError as err:
         raise _fail(str(err)) from None
@@ -229,16 +303,29 @@ def demo(
     report: ReportOpt = None,
     bot_share: Annotated[float, typer.Option(help="Share of bot users.")] = 0.02,
     drift_at: Annotated[
-        int | None, typer.Option(help="Change a share of user tastes at this event.")
+        int | None,
+        typer.Option(help="Interaction event at which tastes and preferences change."),
     ] = None,
+    drift_duration: Annotated[
+        int, typer.Option(help="Events over which the drift happens (0 = abrupt).")
+    ] = 0,
+    drift_share: Annotated[float, typer.Option(help="Share of users whose tastes change.")] = 0.5,
+    retrainer: Annotated[
+        bool,
+        typer.Option("--retrainer/--no-retrainer", help="Run the retrainer (child process)."),
+    ] = True,
     state_dir: StateDirOpt = None,
     log_level: str = "WARNING",
 ) -> None:
-    """Run the whole loop on the embedded broker: simulator -> Kafka -> consumer -> report."""
+    """Run the whole loop on the embedded broker: simulator -> Kafka -> consumer -> report.
+
+    Drift detection runs on the live stream; when it decides, the retrainer rebuilds the
+    models (hyperparameter search, champion/challenger) and the consumer swaps them in.
+    """
     _setup_logging(log_level)
     state = state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-demo-"))
-    settings = _settings(state, seed)
-    sim = _simulator(events, seed, bot_share, drift_at)
+    settings = _settings(state, seed, registry_in_state=True)
+    sim = _simulator(seed, bot_share, drift_at, drift_duration, drift_share)
     total = sim.config.n_users + sim.config.n_items + events
     config = {
         "command": "demo",
@@ -246,10 +333,13 @@ def demo(
         "seed": seed,
         "bot_share": bot_share,
         "drift_at": drift_at,
+        "drift_duration": drift_duration,
+        "drift_share": drift_share,
         **settings.model_dump(mode="json"),
     }
     _run_on_embedded_or_cluster(
-        settings, _sim_records(sim, events), total, "demo", metrics_port, report, config
+        settings, _sim_records(sim, events), total, "demo", metrics_port, report, config,
+        retrainer=retrainer,
     )
 
 
@@ -318,7 +408,7 @@ def simulate(
     """Publish simulated profiles and events to KAFKA_BOOTSTRAP_SERVERS."""
     settings = _settings()
     _require_cluster(settings, "simulate")
-    sim = _simulator(events, seed, bot_share, drift_at)
+    sim = _simulator(seed, bot_share, drift_at)
     total = sim.config.n_users + sim.config.n_items + events
     _publish(settings, _sim_records(sim, events), total)
 
@@ -355,7 +445,10 @@ def replay(
     from producers.replay import paced
 
     _setup_logging(log_level)
-    settings = _settings(state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-replay-")))
+    settings = _settings(
+        state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-replay-")),
+        registry_in_state=True,
+    )
     source = _open_source(path, fmt)
     records = paced(source.records(), speed)
     embedded = not settings.bootstrap_servers
@@ -386,14 +479,18 @@ def consume_command(
     state_dir: StateDirOpt = None,
     group_id: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
     log_level: str = "INFO",
+    json_logs: Annotated[
+        bool, typer.Option("--json-logs", help="Log JSON lines (ts, level, logger, msg, fields).")
+    ] = False,
 ) -> None:
     """The long-running consumer: events -> online models, checkpointed; SIGTERM stops it."""
     from consumers.loop import FeedbackConsumer
     from consumers.pipeline import build_report
     from stream.broker import ensure_topics
+    from stream.logs import setup_logging
     from stream.metrics import PipelineMetrics
 
-    _setup_logging(log_level)
+    setup_logging(log_level, json_logs)
     settings = _settings(state_dir)
     if group_id:
         settings.consumer = ConsumerConfig(
@@ -413,7 +510,7 @@ def consume_command(
         {"command": "consume", **settings.model_dump(mode="json")},
         restored_from_checkpoint=result.restored_from_checkpoint,
     )
-    _finish(rep, report)
+    _finish(rep, report, result.learner)
 
 
 @app.command()
@@ -444,7 +541,94 @@ def evaluate(
         **settings.model_dump(mode="json"),
     }
     consumed = learner.counts.consumed
-    _finish(build_report(learner, consumed / seconds if seconds else 0.0, config), report)
+    _finish(
+        build_report(learner, consumed / seconds if seconds else 0.0, config), report, learner
+    )
+
+
+@app.command()
+def retrainer(
+    metrics_port: MetricsPortOpt = 9109,
+    once: Annotated[bool, typer.Option(help="Exit after one retrain request.")] = False,
+    log_level: str = "INFO",
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
+) -> None:
+    """The retrainer worker: serves retrain requests from the control topic until stopped."""
+    from consumers.retrainer import RetrainWorker
+    from stream.logs import setup_logging
+    from stream.metrics import RetrainMetrics
+
+    setup_logging(log_level, json_logs)
+    settings = _settings()
+    bootstrap = _require_cluster(settings, "retrainer")
+    metrics = RetrainMetrics()
+    port = metrics.serve(settings.metrics.host, metrics_port)
+    log.info("retrainer metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    worker = RetrainWorker(settings, bootstrap, metrics)
+    _install_signals(worker.request_stop)
+    worker.run(max_requests=1 if once else None)
+
+
+@app.command()
+def retrain(
+    reason: Annotated[str, typer.Option(help="Why (logged and reported).")] = "manual",
+) -> None:
+    """Ask the running consumers to request a retrain now (manual trigger)."""
+    from stream.control import RetrainTrigger, publish_control
+
+    settings = _settings()
+    bootstrap = _require_cluster(settings, "retrain")
+    publish_control(bootstrap, settings.topics.control, RetrainTrigger(reason=reason))
+    console.print(f"retrain trigger published on {settings.topics.control}")
+
+
+@app.command()
+def rollback(
+    registry_dir: Annotated[
+        Path | None, typer.Option(help="Model registry directory (default: settings).")
+    ] = None,
+) -> None:
+    """Make the previous model version current again and tell the consumers to load it."""
+    from stream.control import ModelActivated, publish_control
+    from stream.registry import ModelRegistry, RegistryError
+
+    settings = _settings()
+    bootstrap = _require_cluster(settings, "rollback")
+    registry = ModelRegistry(registry_dir or settings.retrain.registry_dir)
+    try:
+        version = registry.rollback()
+    except RegistryError as err:
+        raise _fail(str(err)) from None
+    publish_control(bootstrap, settings.topics.control, ModelActivated(version=version))
+    console.print(f"rolled back to model version {version}; consumers will swap it in")
+
+
+@app.command()
+def status(
+    metrics_url: Annotated[
+        str, typer.Option("--metrics-url", help="The consumer's /metrics endpoint.")
+    ] = "http://127.0.0.1:9108/metrics",
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", min=0, help="Scrape twice this many seconds apart for rates (0: once)."
+        ),
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Lag, throughput, dead letters, scores (and drift) of a running consumer, from /metrics."""
+    import orjson
+
+    from stream.status import StatusError, collect, render
+
+    try:
+        info = collect(metrics_url, interval)
+    except StatusError as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        typer.echo(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(render(info))
 
 
 def main() -> None:  # pragma: no cover

@@ -70,7 +70,7 @@ class ModelConfig(BaseModel):
     dwell_alpha: float = Field(default=2.0, ge=0)
     # Weight of an impression (shown, not clicked) as an implicit negative.
     negative_weight: float = Field(default=0.3, ge=0)
-    engagement_learning_rate: float = Field(default=0.05, gt=0)
+    engagement_learning_rate: float = Field(default=0.02, gt=0)
     seed: int = 42
 
 
@@ -88,6 +88,40 @@ class ConsumerConfig(BaseModel):
     # A user with more events than this in one minute of event time is treated as a bot.
     bot_events_per_minute: int = Field(default=120, ge=1)
     session_timeout_ms: int = Field(default=6000, ge=1000)
+
+
+class DriftConfig(BaseModel):
+    """Drift detection and the policy that turns its signals into retrain decisions."""
+
+    enabled: bool = True
+    # Concept detectors see block means of per-event losses (cheap and less noisy).
+    block_size: int = Field(default=500, ge=1)
+    rating_block_size: int = Field(default=100, ge=1)
+    # Data detectors compare tumbling windows of this many observations to a reference.
+    window: int = Field(default=5000, ge=100)
+    # No retrain before this many events (the models are still warming up) ...
+    warmup_events: int = Field(default=30_000, ge=0)
+    # ... nor within this many events of the previous retrain request.
+    cooldown_events: int = Field(default=30_000, ge=0)
+    # A signal is confirmed by other detectors (a concept and a data one, see
+    # stream/retrain_policy.py) within this many events; unconfirmed signals are logged and
+    # counted, not acted on.
+    confirm_within: int = Field(default=60_000, ge=0)
+    confirmations: int = Field(default=2, ge=1)
+    require_both_kinds: bool = True
+
+
+class RetrainConfig(BaseModel):
+    """Batch retrain: history split, hyperparameter search, registry."""
+
+    registry_dir: Path = Path("registry")
+    holdout_events: int = Field(default=10_000, ge=100)
+    validation_events: int = Field(default=10_000, ge=100)
+    trials: int = Field(default=10, ge=1)
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    # The challenger must beat the champion's hold-out quality loss by this share.
+    min_improvement: float = Field(default=0.0, ge=0, lt=1)
+    group_id: str = "feedback-loop-retrainer"
 
 
 class MetricsConfig(BaseModel):
@@ -111,3 +145,21 @@ class Settings(BaseSettings):
     model: ModelConfig = ModelConfig()
     consumer: ConsumerConfig = ConsumerConfig()
     metrics: MetricsConfig = MetricsConfig()
+    drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that give a child process these exact settings.
+
+    >>> env = settings_env(Settings(model=ModelConfig(seed=7)))
+    >>> ModelConfig.model_validate_json(env["FEEDBACK_LOOP_MODEL"]).seed
+    7
+    """
+    env = {
+        f"FEEDBACK_LOOP_{name.upper()}": getattr(settings, name).model_dump_json()
+        for name in ("topics", "limits", "model", "consumer", "metrics", "drift", "retrain")
+    }
+    if settings.bootstrap_servers:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    return env

@@ -21,12 +21,15 @@ exactly one bucket, so ``consumed == applied + dead_lettered + filtered + duplic
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from stream.bundle import ModelBundle
 from stream.config import Settings
+from stream.drift import EVENT_TYPE_CODES
 from stream.events import (
     ClickEvent,
     DwellEvent,
@@ -39,10 +42,17 @@ from stream.events import (
     UserProfileEvent,
     decode_event,
 )
+from stream.lifecycle import NO_LOSS, ModelLifecycle
 from stream.prequential import BinaryScore, HitRate, RegressionScore
 
 # recall@K of the implicit model on positive events, K as in the report key recall_at_10.
 RECALL_K = 10
+# Weight of each new click-model regret in its slow moving average (~20k events memory).
+REGRET_TREND_RATE = 5e-5
+# How long (event time) a user who looked like a bot stays filtered.
+BOT_BLOCK_SECONDS = 86400
+# Messages between two points of the learner's quality timeline (for plots).
+TIMELINE_EVERY = 2000
 
 
 class Rejection(NamedTuple):
@@ -129,12 +139,21 @@ class FeedbackLearner:
         self.baseline_click_score = BinaryScore()
         self._rating_sum = 0.0
         self._clicks = 0
+        self._regret_trend = 0.0
         self.counts = Counts()
         self.seen = SeenEvents(settings.consumer.dedup_window)
         self.users: dict[str, dict[str, Any]] = {}
         self.items: dict[str, dict[str, Any]] = {}
-        # user -> [minute bucket of event time, events in it], for the bot filter.
+        # user -> [minute bucket of event time, events in it, flagged until], for the bot
+        # filter.
         self._activity: dict[str, list[int]] = {}
+        self.lifecycle = ModelLifecycle(settings)
+        # Direct references for the hot path (both live as long as the learner).
+        self._drift = self.lifecycle.monitor
+        self._holdout = self.lifecycle.holdout
+        # (event index, clicks scored, model log-loss sum, naive log-loss sum, ratings
+        # scored, squared-error sum) every TIMELINE_EVERY messages, for plots.
+        self.timeline: list[tuple[int, int, float, float, int, float]] = []
         self._handlers = {
             RatingEvent: self._learn_rating,
             ClickEvent: self._learn_click,
@@ -181,10 +200,30 @@ class FeedbackLearner:
                 c.filtered += 1
                 c.filtered_by_reason["bot"] = c.filtered_by_reason.get("bot", 0) + 1
                 return None
+            drift = self._drift
+            if drift is not None:
+                idx = c.consumed
+                drift.observe_event_type(EVENT_TYPE_CODES[etype], idx)
+                drift.observe_new_user(not self.models.implicit.has_user(event.user_id), idx)
         self.seen.add(event.event_id)
         self._handlers[type(event)](event)  # type: ignore[operator]
         c.applied += 1
+        if c.consumed % TIMELINE_EVERY == 0:
+            self._snapshot()
         return None
+
+    def _snapshot(self) -> None:
+        cs, bs, rs = self.click_score, self.baseline_click_score, self.rating_score
+        self.timeline.append(
+            (
+                self.counts.consumed,
+                cs.n,
+                (cs.logloss or 0.0) * cs.n,
+                (bs.logloss or 0.0) * bs.n,
+                rs.n,
+                (rs.rmse or 0.0) ** 2 * rs.n,
+            )
+        )
 
     def _reject(self, rejection: Rejection) -> Rejection:
         c = self.counts
@@ -193,13 +232,23 @@ class FeedbackLearner:
         return rejection
 
     def _is_bot(self, user_id: str, ts: float) -> bool:
+        """Over ``bot_limit`` events in a minute of event time flags a user as a bot for a
+        day of event time, so a bot's next bursts are filtered from their first event."""
         bucket = int(ts // 60)
         act = self._activity.get(user_id)
-        if act is None or act[0] != bucket:
-            self._activity[user_id] = [bucket, 1]
+        if act is None:
+            self._activity[user_id] = [bucket, 1, 0]
+            return False
+        if ts < act[2]:  # flagged
+            return True
+        if act[0] != bucket:
+            act[0], act[1] = bucket, 1
             return False
         act[1] += 1
-        return act[1] > self.bot_limit
+        if act[1] > self.bot_limit:
+            act[2] = int(ts) + BOT_BLOCK_SECONDS
+            return True
+        return False
 
     # -- per-type learning (score first, then learn) ---------------------------------------
     def _learn_rating(self, e: RatingEvent) -> None:
@@ -209,26 +258,52 @@ class FeedbackLearner:
         n = self.baseline_rating_score.n
         self.baseline_rating_score.update(e.rating, self._rating_sum / n if n else 0.0)
         self._rating_sum += e.rating
+        se = (e.rating - predicted) ** 2
+        self._holdout.append((NO_LOSS, se))
+        if self._drift is not None:
+            self._drift.observe_rating_error(se, self.counts.consumed)
 
-    def _learn_engagement(self, e: ClickEvent | ImpressionEvent, clicked: bool) -> None:
+    def _learn_engagement(self, e: ClickEvent | ImpressionEvent, clicked: bool) -> float:
         p = self.models.learn(e, self.users, self.items, True)
         assert p is not None
         self.click_score.update(clicked, p)
         n = self.baseline_click_score.n
-        self.baseline_click_score.update(clicked, (self._clicks + 0.5) / (n + 1.0))
+        naive = (self._clicks + 0.5) / (n + 1.0)
+        self.baseline_click_score.update(clicked, naive)
         self._clicks += clicked
+        loss = -math.log(min(max(p if clicked else 1.0 - p, 1e-15), 1.0))
+        self._holdout.append((loss, NO_LOSS))
+        if self._drift is not None:
+            # The loss relative to the naive click-through rate: a change in the base rate
+            # alone moves both, a model that lost its edge moves only one.
+            regret = loss + math.log(naive if clicked else 1.0 - naive)
+            # Detrended: against its own slow moving average, so the learning curve (a
+            # steady fall) does not hide a later rise.
+            trend = self._regret_trend
+            self._drift.observe_engagement_loss(regret - trend, self.counts.consumed)
+            self._regret_trend = trend + (regret - trend) * REGRET_TREND_RATE
+        return p
 
     def _learn_click(self, e: ClickEvent) -> None:
         hit = self.models.implicit.hit_at_k(e.user_id, e.item_id, RECALL_K)
         if hit is not None:
             self.recall.update(hit)
         self._learn_engagement(e, True)
+        if self._drift is not None:
+            genres = self.items.get(e.item_id, {}).get("genres")
+            if genres:
+                self._drift.observe_click_genre(
+                    self._drift.genre_codes.code(genres[0]), self.counts.consumed
+                )
 
     def _learn_impression(self, e: ImpressionEvent) -> None:
         self._learn_engagement(e, False)
 
     def _learn_dwell(self, e: DwellEvent) -> None:
         self.models.learn(e, self.users, self.items)
+        self._holdout.append((NO_LOSS, NO_LOSS))
+        if self._drift is not None:
+            self._drift.observe_dwell(e.seconds, self.counts.consumed)
 
     def _learn_user(self, e: UserProfileEvent) -> None:
         self.users[e.user_id] = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
@@ -254,7 +329,23 @@ class FeedbackLearner:
         }
 
     def summary(self) -> dict[str, Any]:
-        return {**self.counts.as_dict(), **self.scores(), "baseline": self.baselines()}
+        return {
+            **self.counts.as_dict(),
+            **self.scores(),
+            "baseline": self.baselines(),
+            **self.lifecycle.report(),
+        }
+
+    def swap(self, bundle: ModelBundle, version: int, catch_up: Iterable[Event]) -> int:
+        """Replace the models by ``bundle`` after it learns ``catch_up`` (the events that
+        arrived since its history ended); return how many it learned."""
+        n = 0
+        for event in catch_up:
+            bundle.learn(event, self.users, self.items)
+            n += 1
+        self.models = bundle
+        self.lifecycle.swapped(version, self.counts.consumed, n)
+        return n
 
     def state_equal(self, other: FeedbackLearner) -> bool:
         """Bit-identical models, scores and counts (used to prove crash recovery)."""

@@ -14,7 +14,7 @@ True
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -31,6 +31,43 @@ DEAD_LETTER_KINDS = (
     "unknown_user",
     "unknown_item",
 )
+
+
+class RetrainMetrics:
+    """Metrics of a retrainer process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.retrains = Counter(
+            f"{PREFIX}_retrains", "Retrains finished, by outcome (accepted, rejected, failed).",
+            ["outcome"], registry=r,
+        )
+        for outcome in ("accepted", "rejected", "failed"):
+            self.retrains.labels(outcome)
+        self.duration = Histogram(
+            f"{PREFIX}_retrain_duration_seconds", "Wall time of one retrain, history included.",
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r,
+        )
+        self.trials = Counter(
+            f"{PREFIX}_retrain_trials", "Hyperparameter-search trials run.", registry=r
+        )
+        self.trial_score = Gauge(
+            f"{PREFIX}_retrain_trial_quality_ratio",
+            "Validation quality loss of the last trial (model loss / naive loss; lower is better).",
+            registry=r,
+        )
+        self.best_score = Gauge(
+            f"{PREFIX}_retrain_best_quality_ratio",
+            "Best validation quality loss of the last retrain (model loss / naive loss).",
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            f"{PREFIX}_retrain_in_progress", "1 while a retrain is running.", registry=r
+        )
+
+    def serve(self, host: str, port: int) -> int:
+        return serve(self.registry, host, port)
 
 
 class PipelineMetrics:
@@ -103,7 +140,44 @@ class PipelineMetrics:
             "Share of positive implicit events whose item was in the top 10 before learning.",
             ["model"], registry=r,
         )
+        self.drift_statistic = Gauge(
+            f"{PREFIX}_drift_statistic",
+            "Current statistic of each drift detector (compare with its threshold).",
+            ["detector"], registry=r,
+        )
+        self.drift_threshold = Gauge(
+            f"{PREFIX}_drift_threshold", "Alarm threshold of each drift detector.",
+            ["detector"], registry=r,
+        )
+        self.drift_state = Gauge(
+            f"{PREFIX}_drift_state",
+            "1 while a drift detector is in alarm (since its last reset), else 0.",
+            ["detector"], registry=r,
+        )
+        self.drift_alarms = Counter(
+            f"{PREFIX}_drift_alarms", "Alarms raised by each drift detector.", ["detector"],
+            registry=r,
+        )
+        self.drift_signals = Counter(
+            f"{PREFIX}_drift_signals",
+            "Drift signals by what the retrain policy did with them (decided or why ignored).",
+            ["detector", "outcome"], registry=r,
+        )
+        self.retrain_requests = Counter(
+            f"{PREFIX}_retrain_requests", "Retrain requests published by this consumer.",
+            registry=r,
+        )
+        self.swaps = Counter(
+            f"{PREFIX}_model_swaps", "Batch-trained models swapped into this consumer.",
+            registry=r,
+        )
+        self.model_version = Gauge(
+            f"{PREFIX}_model_version",
+            "Registry version of the live models (0: learned online from scratch).",
+            registry=r,
+        )
         self._last: Counts | None = None
+        self._last_life: tuple[int, int, dict[str, int], Any] = (0, 0, {}, None)
         # Every bounded label value exists from the start, so rates and alerts see zeros.
         for t in (*EVENT_TYPES, "invalid"):
             self.consumed.labels(t)
@@ -128,6 +202,7 @@ class PipelineMetrics:
         self.applied.inc(now.applied - last.applied)
         self.duplicates.inc(now.duplicates - last.duplicates)
         self._last = copy.deepcopy(now)
+        self._observe_lifecycle(learner)
         scores = learner.scores()
         for gauge, key, model in (
             (self.rmse, "rmse", "rating_mf"),
@@ -140,9 +215,39 @@ class PipelineMetrics:
             if value is not None:
                 gauge.labels(model).set(value)
 
+    def _observe_lifecycle(self, learner: FeedbackLearner) -> None:
+        life = learner.lifecycle
+        n_req, n_swaps, alarms, outcomes = self._last_life
+        alarms = dict(alarms)
+        if life.monitor is not None:
+            for row in life.monitor.snapshot():
+                name = row["name"]
+                self.drift_statistic.labels(name).set(row["statistic"])
+                self.drift_threshold.labels(name).set(row["threshold"])
+                self.drift_state.labels(name).set(1.0 if row["in_drift"] else 0.0)
+                new = row["n_alarms"] - alarms.get(name, 0)  # n_alarms survives resets
+                if new > 0:
+                    self.drift_alarms.labels(name).inc(new)
+                alarms[name] = row["n_alarms"]
+        previous = outcomes or {}
+        for key, n in life.policy.outcomes.items():
+            if n > previous.get(key, 0):
+                self.drift_signals.labels(*key).inc(n - previous.get(key, 0))
+        self.retrain_requests.inc(max(len(life.retrains) - n_req, 0))
+        self.swaps.inc(max(len(life.swaps) - n_swaps, 0))
+        self.model_version.set(life.version)
+        self._last_life = (len(life.retrains), len(life.swaps), alarms,
+                           dict(life.policy.outcomes))
+
     def start_from(self, learner: FeedbackLearner) -> None:
         """Count only what happens from now on (after restoring a checkpoint)."""
         self._last = copy.deepcopy(learner.counts)
+        life = learner.lifecycle
+        alarms = {row["name"]: row["n_alarms"] for row in life.monitor.snapshot()} if (
+            life.monitor is not None
+        ) else {}
+        self._last_life = (len(life.retrains), len(life.swaps), alarms,
+                           dict(life.policy.outcomes))
 
     def observe_batch(self, seconds: float, messages: int, latency: float | None) -> None:
         self.batch_seconds.observe(seconds)
@@ -150,6 +255,10 @@ class PipelineMetrics:
             self.event_latency.observe(max(latency, 0.0))
 
     def serve(self, host: str, port: int) -> int:
-        """Serve ``/metrics`` on ``host:port`` (0 = any free port); return the port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        return serve(self.registry, host, port)
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> int:
+    """Serve ``/metrics`` of ``registry`` on ``host:port`` (0 = any free port); return the port."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)

@@ -1,0 +1,105 @@
+"""The consumer's side of the control topic: retrain requests out, model swaps in.
+
+Between two batches the consumer calls :meth:`ModelControl.between_batches`, which
+
+1. reads the control topic (manual triggers, published models, failures, activations);
+2. swaps in an accepted or activated registry version: the batch model covers the history
+   before its request; the events applied since are read back from the events topic, put
+   through the same filters, and learned on top, so no event is skipped and none is learned
+   twice; then the new models carry on online;
+3. asks the learner's lifecycle for a retrain decision and publishes it as a request.
+
+The swap is independent of when it lands: the result is the batch model plus every later
+event, in order, whatever batch it happens between.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stream.config import Settings
+from stream.control import (
+    ControlReader,
+    ModelActivated,
+    ModelPublished,
+    RetrainFailed,
+    RetrainTrigger,
+    publish_control,
+)
+from stream.history import read_history
+from stream.learner import FeedbackLearner
+from stream.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class ModelControl:
+    """Control-topic reader, retrain requester and model swapper of one consumer."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, learner: FeedbackLearner):
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.learner = learner
+        self.registry = ModelRegistry(settings.retrain.registry_dir)
+        self.reader = ControlReader(
+            bootstrap_servers, settings.topics.control, learner.lifecycle.control_offset
+        )
+        # Swaps whose history ends beyond what this consumer has applied yet.
+        self._deferred: list[tuple[int, int]] = []
+
+    def between_batches(self, offsets: dict[tuple[str, int], int]) -> bool:
+        """Act on the control topic and the drift policy; True if the models changed."""
+        life, consumed = self.learner.lifecycle, self.learner.counts.consumed
+        changed = False
+        for msg in self.reader.poll(0.0):
+            life.control_offset = self.reader.next_offset
+            if isinstance(msg, RetrainTrigger):
+                log.warning("manual retrain trigger: %s", msg.reason)
+                life.trigger(msg.reason)
+            elif isinstance(msg, ModelPublished):
+                log.warning(
+                    "model version %d published (accepted=%s)", msg.version, msg.accepted
+                )
+                if life.published(msg, consumed):
+                    self._deferred.append((msg.version, msg.event_index))
+            elif isinstance(msg, RetrainFailed):
+                log.error("retrain %s failed: %s", msg.request_id, msg.error)
+                life.failed(msg, consumed)
+            elif isinstance(msg, ModelActivated):
+                meta = self.registry.get(msg.version).metadata
+                log.warning("model version %d activated (%s)", msg.version, msg.reason)
+                self._deferred.append((msg.version, int(meta["event_index"])))
+        ready = [(v, i) for v, i in self._deferred if i <= consumed]
+        for version, history_end in ready:
+            self._deferred.remove((version, history_end))
+            self.swap(version, history_end, offsets)
+            changed = True
+        decision = life.review(consumed)
+        if decision is not None:
+            topic = self.settings.topics.events
+            part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
+            request = life.request(decision, part_offsets, consumed)
+            publish_control(self.bootstrap_servers, self.settings.topics.control, request)
+            log.warning(
+                "retrain requested (%s) at event %d: %s",
+                request.request_id, consumed, decision.reason,
+            )
+            changed = True
+        return changed
+
+    def swap(self, version: int, history_end: int, offsets: dict[tuple[str, int], int]) -> None:
+        """Load ``version`` and learn the events applied since its history ended."""
+        bundle = self.registry.load(version)
+        topic = self.settings.topics.events
+        ends = {p: o for (t, p), o in offsets.items() if t == topic}
+        history = read_history(self.bootstrap_servers, self.settings, ends)
+        catch_up = [e for e, i in zip(history.events, history.indexes, strict=True)
+                    if i >= history_end]
+        n = self.learner.swap(bundle, version, catch_up)
+        log.warning(
+            "swapped in model version %d at event %d (%d events learned on top)",
+            version, self.learner.counts.consumed, n,
+        )
+
+    def close(self) -> None:
+        self.reader.close()

@@ -1,0 +1,117 @@
+"""The retrain decision policy: which drift signals launch a full batch retrain.
+
+A single detector alarm is weak evidence (every detector has a false-alarm rate), and a
+retrain costs minutes of CPU and a model swap, so the policy asks for more:
+
+1. **warm-up**: no retrain before ``warmup_events`` (young models move fast on their own);
+2. **in progress**: one retrain at a time; signals during it are ignored;
+3. **cooldown**: none within ``cooldown_events`` of the previous request;
+4. **confirmation**: ``confirmations`` alarms from different detectors within
+   ``confirm_within`` events, and (``require_both_kinds``) at least one concept-drift
+   signal (a model got worse) and one data-drift signal (the inputs changed): a loss blip
+   without an input shift, or an input shift that does not hurt, is not worth a retrain.
+
+A manual trigger skips 1, 3 and 4 but not 2. Every signal ends as ``decided`` or as ignored
+with its reason, logged and counted in :attr:`RetrainPolicy.outcomes`.
+
+>>> from stream.config import DriftConfig
+>>> from stream.drift import Signal
+>>> policy = RetrainPolicy(DriftConfig(warmup_events=0, confirmations=2))
+>>> policy.consider(Signal("rating_se_page_hinkley", "concept", 50, 30.0, 20.0)) is None
+True
+>>> policy.consider(Signal("rating_se_adwin", "concept", 100, 0.3, 0.2)) is None
+True
+>>> policy.consider(Signal("event_type_mix_js", "data", 900, 0.01, 0.005)).signals
+('rating_se_page_hinkley', 'rating_se_adwin', 'event_type_mix_js')
+>>> policy.consider(Signal("event_type_mix_js", "data", 950, 0.01, 0.005)) is None
+True
+>>> policy.outcomes[("event_type_mix_js", "retrain_in_progress")]
+1
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from stream.config import DriftConfig
+from stream.drift import Signal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision to retrain, at the learner's event index."""
+
+    event_index: int
+    reason: str
+    signals: tuple[str, ...]
+
+
+class RetrainPolicy:
+    """Turns drift signals (and manual triggers) into retrain decisions."""
+
+    def __init__(self, config: DriftConfig) -> None:
+        self.config = config
+        self.in_progress = False
+        self.last_request: int | None = None
+        self._pending: list[Signal] = []
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.decisions: list[Decision] = []
+
+    def _ignore(self, signal: Signal, reason: str) -> None:
+        self.outcomes[(signal.detector, reason)] += 1
+        log.info(
+            "drift signal ignored: %s at event %d (statistic %.4g > %.4g): %s",
+            signal.detector, signal.event_index, signal.statistic, signal.threshold, reason,
+            extra={"detector": signal.detector, "outcome": reason},
+        )
+
+    def consider(self, signal: Signal) -> Decision | None:
+        """Record one signal; return a decision when it completes the evidence."""
+        cfg, idx = self.config, signal.event_index
+        if self.in_progress:
+            self._ignore(signal, "retrain_in_progress")
+            return None
+        if idx < cfg.warmup_events:
+            self._ignore(signal, "warmup")
+            return None
+        if self.last_request is not None and idx - self.last_request < cfg.cooldown_events:
+            self._ignore(signal, "cooldown")
+            return None
+        self._pending = [s for s in self._pending if idx - s.event_index <= cfg.confirm_within]
+        self._pending.append(signal)
+        names = tuple(dict.fromkeys(s.detector for s in self._pending))
+        kinds = {s.kind for s in self._pending}
+        if len(names) < cfg.confirmations or (cfg.require_both_kinds and len(kinds) < 2):
+            self._ignore(signal, "awaiting_confirmation")
+            return None
+        reason = "confirmed by " + ", ".join(names)
+        for s in self._pending:
+            self.outcomes[(s.detector, "decided")] += 1
+        return self._decide(idx, reason, names)
+
+    def trigger(self, event_index: int, reason: str = "manual") -> Decision | None:
+        """A manual retrain request; refused only while a retrain is in progress."""
+        if self.in_progress:
+            log.warning("manual retrain refused: a retrain is already in progress")
+            self.outcomes[("manual", "retrain_in_progress")] += 1
+            return None
+        self.outcomes[("manual", "decided")] += 1
+        return self._decide(event_index, reason, ("manual",))
+
+    def _decide(self, idx: int, reason: str, names: tuple[str, ...]) -> Decision:
+        decision = Decision(idx, reason, names)
+        self._pending.clear()
+        self.in_progress = True
+        self.last_request = idx
+        self.decisions.append(decision)
+        log.warning("retrain decided at event %d: %s", idx, reason)
+        return decision
+
+    def finished(self) -> None:
+        """The retrain ended (swapped, rejected or failed): signals count again."""
+        self.in_progress = False
+        self._pending.clear()

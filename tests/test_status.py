@@ -1,0 +1,147 @@
+"""`feedback-loop status` against a real /metrics endpoint (no broker needed)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from stream.cli import app
+from stream.metrics import PipelineMetrics
+from stream.status import StatusError, collect, render, scrape
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[PipelineMetrics, str]]:
+    """A PipelineMetrics with some traffic on it, served on a free loopback port."""
+    m = PipelineMetrics()
+    port = m.serve("127.0.0.1", 0)
+    m.consumed.labels("click").inc(600)
+    m.consumed.labels("rating").inc(400)
+    m.applied.inc(990)
+    m.dead_lettered.labels("malformed_json").inc(3)
+    m.dead_lettered.labels("unknown_user").inc(2)
+    m.filtered.labels("bot").inc(4)
+    m.duplicates.inc(1)
+    m.lag.labels("0").set(5)
+    m.lag.labels("1").set(7)
+    m.rmse.labels("rating_mf").set(0.93)
+    m.auc.labels("engagement").set(0.71)
+    yield m, f"http://127.0.0.1:{port}/metrics"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_collect_reads_the_counts(served: tuple[PipelineMetrics, str]) -> None:
+    _m, url = served
+    info = collect(url, interval=0)
+    assert info["url"] == url
+    assert info["consumer_lag_messages"] == 12
+    assert info["lag_by_partition"] == {"0": 5, "1": 7}
+    assert info["events_consumed_total"] == 1000
+    assert info["events_per_second"] is None  # one scrape: no rate
+    assert info["events_applied_total"] == 990
+    assert info["events_dead_lettered_total"] == 5
+    assert info["dead_letters_by_kind"] == {"malformed_json": 3, "unknown_user": 2}
+    assert info["events_filtered_total"] == 4
+    assert info["events_duplicate_total"] == 1
+    assert info["prequential"]["rmse"] == {"rating_mf": pytest.approx(0.93)}
+    assert info["prequential"]["auc"] == {"engagement": pytest.approx(0.71)}
+    assert info["model_version"] == 0  # learned online from scratch, no swap yet
+    assert "drift" not in info  # no learner observed yet: no detector series
+    text = render(info)
+    for expected in ("12 messages", "partition 1: 7", "1,000 messages", "malformed_json 3",
+                     "rating_mf 0.9300", "engagement 0.7100"):
+        assert expected in text
+
+
+def test_rate_from_two_scrapes(served: tuple[PipelineMetrics, str]) -> None:
+    m, url = served
+    timer = threading.Timer(0.2, lambda: m.consumed.labels("click").inc(500))
+    timer.start()
+    try:
+        info = collect(url, interval=0.6)
+    finally:
+        timer.join()
+    assert info["events_consumed_total"] == 1500
+    assert 500 / 1.5 < info["events_per_second"] < 500 / 0.5
+    assert "/s)" in render(info)
+
+
+def test_model_version_and_drift_when_exported(served: tuple[PipelineMetrics, str]) -> None:
+    m, url = served
+    m.model_version.set(4)
+    m.retrain_requests.inc(2)
+    m.drift_state.labels("adwin").set(1)
+    m.drift_statistic.labels("adwin").set(0.25)
+    info = collect(url, interval=0)
+    assert info["model_version"] == 4
+    assert info["retrain_requests_total"] == 2
+    assert info["drift"] == {"adwin": {"state": 1, "statistic": 0.25}}
+    text = render(info)
+    assert "model version" in text and "drift adwin" in text and "state 1" in text
+
+
+def test_cli_status(served: tuple[PipelineMetrics, str]) -> None:
+    _m, url = served
+    result = CliRunner().invoke(app, ["status", "--metrics-url", url, "--interval", "0"])
+    assert result.exit_code == 0, result.output
+    assert "feedback-loop status of" in result.output
+    assert "12 messages" in result.output
+    args = ["status", "--metrics-url", url, "--json", "--interval", "0.2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = orjson.loads(result.stdout)
+    assert info["events_consumed_total"] == 1000
+    assert info["events_per_second"] == 0
+
+
+def test_unreachable_endpoint_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    with pytest.raises(StatusError, match="cannot reach .*Connection refused"):
+        scrape(url, timeout=2)
+    result = CliRunner().invoke(app, ["status", "--metrics-url", url, "--interval", "0"])
+    assert result.exit_code == 2
+    assert "cannot reach" in result.output
+
+
+class _OtherExporter(BaseHTTPRequestHandler):
+    """Some other process's metrics on /metrics, 404 elsewhere."""
+
+    def do_GET(self) -> None:
+        if self.path != "/metrics":
+            self.send_error(404)
+            return
+        body = b"# TYPE node_load1 gauge\nnode_load1 0.5\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_not_a_consumer_endpoint() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtherExporter)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(StatusError, match="serves no feedback_loop_"):
+            scrape(f"{base}/metrics")
+        with pytest.raises(StatusError, match="HTTP 404"):
+            scrape(f"{base}/elsewhere")
+    finally:
+        server.shutdown()
+        server.server_close()
