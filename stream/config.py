@@ -98,17 +98,17 @@ class DriftConfig(BaseModel):
     block_size: int = Field(default=500, ge=1)
     rating_block_size: int = Field(default=100, ge=1)
     # Data detectors compare tumbling windows of this many observations to a reference.
-    window: int = Field(default=5000, ge=100)
+    window: int = Field(default=2500, ge=100)
     # No retrain before this many events (the models are still warming up) ...
     warmup_events: int = Field(default=30_000, ge=0)
     # ... nor within this many events of the previous retrain request.
     cooldown_events: int = Field(default=30_000, ge=0)
-    # A signal is confirmed by other detectors (a concept and a data one, see
-    # stream/retrain_policy.py) within this many events; unconfirmed signals are logged and
-    # counted, not acted on.
+    # Decide on `confirmations` distinct detectors alarming within `confirm_within` events,
+    # or on `data_confirmations` data-drift alarms (see stream/retrain_policy.py); other
+    # signals are logged and counted, not acted on.
     confirm_within: int = Field(default=60_000, ge=0)
     confirmations: int = Field(default=2, ge=1)
-    require_both_kinds: bool = True
+    data_confirmations: int = Field(default=1, ge=1)
 
 
 class RetrainConfig(BaseModel):

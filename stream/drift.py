@@ -566,6 +566,7 @@ class DriftMonitor:
         genre_categories: int = 32,
         psi_threshold: float | None = None,
         js_threshold: float | None = None,
+        concept_params: dict[str, dict[str, Any]] | None = None,
     ) -> DriftMonitor:
         """The standard set: 5 concept detectors and 4 data detectors.
 

@@ -140,6 +140,7 @@ class FeedbackLearner:
         self._rating_sum = 0.0
         self._clicks = 0
         self._regret_trend = 0.0
+        self._regret_n = 0
         self.counts = Counts()
         self.seen = SeenEvents(settings.consumer.dedup_window)
         self.users: dict[str, dict[str, Any]] = {}
@@ -279,9 +280,13 @@ class FeedbackLearner:
             regret = loss + math.log(naive if clicked else 1.0 - naive)
             # Detrended: against its own slow moving average, so the learning curve (a
             # steady fall) does not hide a later rise.
+            # (A plain running mean until it has seen 1 / rate events: no start-up bias.)
             trend = self._regret_trend
             self._drift.observe_engagement_loss(regret - trend, self.counts.consumed)
-            self._regret_trend = trend + (regret - trend) * REGRET_TREND_RATE
+            self._regret_n += 1
+            self._regret_trend = trend + (regret - trend) * max(
+                REGRET_TREND_RATE, 1.0 / self._regret_n
+            )
         return p
 
     def _learn_click(self, e: ClickEvent) -> None:

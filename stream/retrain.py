@@ -5,10 +5,13 @@ The retrainer gets the recent history of admitted interaction events and splits 
     | ........ training ........ | validation | hold-out |
 
 An Optuna study (seeded TPE, so the same data and seed give the same result) searches the
-model hyperparameters plus two batch-only knobs: ``window``, the share of the most recent
-training history to learn from (after a drift, old data can hurt), and ``epochs``, how many
-passes to make over it. A trial learns its window, then scores the validation window
-prequentially (predict, then learn, event by event, as the live learner does).
+model hyperparameters plus three batch-only knobs (see :func:`suggest_params`): ``window``,
+the share of the most recent training history to learn ``epochs`` times, and ``older``,
+whether the history before the window is dropped (after a drift, old data can hurt), only
+its sparse ratings kept, or all of it learned once. The first trial is the base
+configuration learned as the live model learns (everything once). A trial trains a fresh
+bundle, then scores the validation window prequentially (predict, then learn, event by
+event, as the live learner does).
 
 The best parameters are then trained on training + validation and scored prequentially on
 the hold-out window: that is the *challenger*. The live model's own prequential losses on the
@@ -24,7 +27,6 @@ everything before the window. Lower is better; 1.0 is no better than naive.
 
 >>> from producers.simulator import Simulator, SimulatorConfig
 >>> from stream.config import Limits, ModelConfig
-from stream.engagement import EngagementModel
 >>> sim = Simulator(SimulatorConfig(n_users=40, n_items=30, seed=3))
 >>> data = TrainingData.from_events([*sim.profiles(), *sim.events(1500)])
 >>> len(data.events), len(data.users), len(data.items)
@@ -319,9 +321,11 @@ _BATCH_ONLY = ("window", "epochs", "older")
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
     """One point of the search space: ModelConfig fields plus the batch-only knobs.
 
-    ``window`` is the share of the most recent history learned ``epochs`` times, ``older``
-    whether the history before it is left out (``"skip"``, to forget what a drift made
-    stale) or learned once first (``"once"``, keeping what did not change, e.g. items).
+    ``window`` is the share of the most recent history learned ``epochs`` times; ``older``
+    is what is learned once first from the history before it: nothing (``"skip"``, to
+    forget what a drift made stale), its ratings only (``"ratings"``: they are sparse, and
+    a rating model starved of them does worse than a stale one) or all of it (``"once"``,
+    keeping what did not change, e.g. items). With ``window=1.0`` ``older`` has no effect.
     """
     return {
         "factors": trial.suggest_categorical("factors", FACTORS),
@@ -416,10 +420,13 @@ def _train(
 class RetrainOutcome:
     """Result of :func:`retrain`; :meth:`as_dict` is its JSON-ready summary (no bundle).
 
-    ``bundle`` has learned ``epochs`` passes over the events from ``trained_from`` (the
-    learner's index where its training window starts) up to the end of validation, then
-    the hold-out events once: it is current up to ``last_index``. Older events are left
-    out on purpose (the ``window`` share chosen by the search).
+    ``bundle`` has learned the events before ``trained_from`` (the learner's index where
+    the training window starts) as ``params["older"]`` says (not at all, their ratings only,
+    or all once), then ``params["epochs"]`` passes over the window up to the end of
+    validation (the click model in the first only), then the hold-out events once: it is
+    current up to ``last_index``. ``trial_values`` are the validation quality losses of the
+    completed trials in order, ``holdout_refs`` the naive references of the hold-out and
+    ``challenger_losses`` the challenger's summed hold-out losses.
     """
 
     bundle: ModelBundle
@@ -485,8 +492,10 @@ def retrain(
     model's prequential losses on the last ``holdout`` events (None: no champion, the
     challenger is accepted). The challenger is accepted when its hold-out quality is below
     ``champion * (1 - min_improvement)``. ``on_trial(number, value, params)`` is called
-    after each trial. ``timeout_seconds`` stops the search after the running trial (the
-    result then depends on machine speed, so it is no longer deterministic).
+    after each trial. The first trial is ``base`` learned as the live model learns (every
+    event once; skipped when ``base`` lies outside the search space). ``timeout_seconds``
+    stops the search after the running trial (the result then depends on machine speed, so
+    it is no longer deterministic).
 
     Raises ValueError when the events cannot be split (training shorter than validation) or
     a window has nothing to score, RuntimeError when every trial diverged.
@@ -548,9 +557,15 @@ def retrain(
     study = optuna.create_study(direction="minimize", sampler=sampler)
     # Warm start: the first trial is the base configuration learned the way the live model
     # learns (everything once), so the search starts from the champion's own settings.
+    # The second refines it with more passes, which is where most of a batch model's edge
+    # over its online twin comes from (the search explores from there).
     start_point = _base_point(base)
     if start_point is not None:
         study.enqueue_trial(start_point)
+        study.enqueue_trial({**start_point, "epochs": 2})
+        # After a drift the old history misleads: try recent windows early too.
+        for share in WINDOW_SHARES[:2]:
+            study.enqueue_trial({**start_point, "epochs": 2, "window": share, "older": "ratings"})
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done or not math.isfinite(study.best_value):

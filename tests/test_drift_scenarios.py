@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 150_000
 DRIFT_AT = 60_000
+SPLIT = 100_000
 
 
 def scenario_settings(settings: Settings, tmp_path: Path) -> Settings:
@@ -53,19 +54,23 @@ def retrainer(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 
 def run_scenario(settings: Settings, **sim: Any) -> tuple[Any, dict[str, Any], int]:
+    """Publish and consume the stream in two halves; the consumer is restarted (from its
+    checkpoint) in between, after any retrain it asked for has been answered, so a swap
+    lands mid-stream and the second half shows the swapped model at work."""
     simulator = Simulator(SimulatorConfig(seed=21, bot_share=0.02, **sim))
     pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
     for event in simulator.profiles():
         pub.publish(event)
     profiles = pub.stats.sent
-    for event in simulator.events(EVENTS):
-        pub.publish(event)
-    stats = pub.flush()
-    assert stats.failed == 0
-    consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "")
-    consumer.wait_for_retrains = True
-    consumer.stop_at(stats.end_offsets)
-    learner = consumer.run().learner
+    for half in (SPLIT, EVENTS - SPLIT):
+        for event in simulator.events(half):
+            pub.publish(event)
+        stats = pub.flush()
+        assert stats.failed == 0
+        consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "")
+        consumer.wait_for_retrains = True
+        consumer.stop_at(stats.end_offsets)
+        learner = consumer.run().learner
     c = learner.counts
     assert c.consumed == stats.sent and c.reconciles(), "an event was lost or applied twice"
     ckpt = CheckpointStore(settings.consumer.state_dir).load()
