@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/throughput.py
+	$(PY) bench/drift.py --out-section
 
 clean:
 	rm -rf $(VENV) reports state

@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import replace_section  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
 from stream.config import Settings  # noqa: E402
 from stream.drift import (  # noqa: E402
@@ -54,8 +55,6 @@ from stream.drift import (  # noqa: E402
     Signal,
 )
 from stream.learner import FeedbackLearner  # noqa: E402
-
-BEGIN, END = "<!-- drift:begin -->", "<!-- drift:end -->"
 
 # -------------------------------------------------------------------------- synthetic losses
 
@@ -353,18 +352,6 @@ def _delays(fired: Iterable[list[int]], start: int) -> tuple[float | None, int, 
     return mean, max(delays) if delays else -1, missed, early
 
 
-def replace_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=300_000, help="simulator events per run")
@@ -573,7 +560,7 @@ def main() -> None:
     ]
     section = "\n".join(lines) + "\n"
     if args.out_section:
-        replace_section(args.out, section)
+        replace_section(args.out, "drift", section)
         print(f"wrote the drift section of {args.out} ({elapsed:.0f} s)")
     else:
         print(section)

@@ -41,10 +41,15 @@ class PipelineResult:
 
 class _PublisherThread(threading.Thread):
     def __init__(
-        self, publisher: EventPublisher, records: Iterable[Record], consumer: FeedbackConsumer
+        self,
+        publisher: EventPublisher,
+        records: Iterable[Record],
+        consumer: FeedbackConsumer,
+        rate: float | None = None,
     ) -> None:
         super().__init__(name="publisher", daemon=True)
         self.publisher, self.records, self.consumer = publisher, records, consumer
+        self.rate = rate
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -52,11 +57,15 @@ class _PublisherThread(threading.Thread):
     def run(self) -> None:
         started = time.perf_counter()
         try:
-            publish = self.publisher.publish
-            for record in self.records:
+            publish, rate = self.publisher.publish, self.rate
+            for i, record in enumerate(self.records, 1):
                 if self.stop.is_set():
                     break
                 publish(record)
+                if rate and i % 500 == 0:  # pace: at most `rate` records per second
+                    ahead = started + i / rate - time.perf_counter()
+                    if ahead > 0:
+                        self.stop.wait(ahead)
             stats = self.publisher.flush()
             self.seconds = time.perf_counter() - started
             if stats.failed or stats.pending:
@@ -75,16 +84,18 @@ def run_pipeline(
     on_batch: Callable[[FeedbackLearner], None] | None = None,
     install_stop: Callable[[Callable[[], None]], None] | None = None,
     wait_for_retrains: bool = False,
+    rate: float | None = None,
 ) -> PipelineResult:
     """Publish ``records`` and consume them until every one is applied (or stop is asked).
 
     With ``wait_for_retrains`` (a retrainer is running), an outstanding retrain request is
-    answered, and its model swapped in, before the consumer stops.
+    answered, and its model swapped in, before the consumer stops. ``rate`` paces the
+    publisher (records per second), as a live stream would arrive.
     """
     consumer = FeedbackConsumer(settings, bootstrap_servers, metrics=metrics, on_batch=on_batch)
     consumer.wait_for_retrains = wait_for_retrains
     publisher = EventPublisher(bootstrap_servers, settings.topics.events)
-    thread = _PublisherThread(publisher, records, consumer)
+    thread = _PublisherThread(publisher, records, consumer, rate)
     interrupted = threading.Event()
 
     def stop() -> None:

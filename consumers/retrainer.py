@@ -144,7 +144,7 @@ class RetrainWorker:
             validation=cfg.validation_events,
             n_trials=cfg.trials,
             seed=self.settings.model.seed,
-            champion=HoldoutLosses(**request.champion) if request.champion else None,
+            champion=_holdout(request.champion),
             on_trial=on_trial,
             timeout_seconds=cfg.timeout_seconds,
             min_improvement=cfg.min_improvement,
@@ -178,3 +178,14 @@ class RetrainWorker:
             event_index=request.event_index,
             outcome=summary,
         )
+
+
+def _holdout(champion: dict[str, float] | None) -> HoldoutLosses | None:
+    if not champion:
+        return None
+    return HoldoutLosses(
+        engagement_logloss_sum=float(champion["engagement_logloss_sum"]),
+        engagement_n=int(champion["engagement_n"]),
+        rating_se_sum=float(champion["rating_se_sum"]),
+        rating_n=int(champion["rating_n"]),
+    )

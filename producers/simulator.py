@@ -169,8 +169,9 @@ class SimulatorConfig:
     gradual: tastes move from old to new in ``_DRIFT_STEPS`` equal steps spread over that
     many events. ``drift_item_share`` of the items get a new quality (appeal to everyone),
     and ``drift_preferences`` also redraws the population's demographic x genre
-    preferences (a concept drift that feature-based models see, not only per-user ones). ``events_per_second`` is the mean rate of
-    interaction events in event time (0.5 -> about 2.3 days of event time per 100k events).
+    preferences (a concept drift that feature-based models see, not only per-user ones).
+    ``events_per_second`` is the mean rate of interaction events in event time (0.5 -> about
+    2.3 days of event time per 100k events).
     """
 
     n_users: int = 1000

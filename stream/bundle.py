@@ -18,7 +18,14 @@ from typing import Any
 
 from stream.config import ModelConfig
 from stream.engagement import EngagementModel
-from stream.events import ClickEvent, DwellEvent, Event, ImpressionEvent, RatingEvent
+from stream.events import (
+    ClickEvent,
+    DwellEvent,
+    Event,
+    ImpressionEvent,
+    InteractionEvent,
+    RatingEvent,
+)
 from stream.implicit_mf import ImplicitMF
 from stream.mf import OnlineMF
 
@@ -56,7 +63,7 @@ class ModelBundle:
 
     def learn(
         self,
-        event: Event,
+        event: Event | InteractionEvent,
         users: dict[str, dict[str, Any]],
         items: dict[str, dict[str, Any]],
         score: bool = False,

@@ -226,6 +226,7 @@ def _run_on_embedded_or_cluster(
     report: Path | None,
     config: dict[str, Any],
     retrainer: bool = True,
+    rate: float | None = None,
 ) -> None:
     from consumers.pipeline import build_report, run_pipeline
     from stream.broker import kafka_cluster
@@ -249,6 +250,7 @@ def _run_on_embedded_or_cluster(
                     on_batch=live.update,
                     install_stop=_install_signals,
                     wait_for_retrains=worker is not None,
+                    rate=rate,
                 )
                 live.update(result.run.learner, force=True)
         finally:
@@ -297,7 +299,20 @@ def _sim_records(sim: Any, events: int) -> Iterator[Any]:
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option("--events", min=1, help="Interaction events.")] = 100_000,
+    events: Annotated[
+        int | None,
+        typer.Option(
+            "--events", min=1,
+            help="Interaction events [default: 100000; with --drift-at, drift-at + 200000].",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Events per second to publish [default: as fast as possible; with "
+            "--drift-at, 8000, so the stream goes on while the retrainer works].",
+        ),
+    ] = None,
     seed: SeedOpt = 42,
     metrics_port: MetricsPortOpt = 9108,
     report: ReportOpt = None,
@@ -323,6 +338,10 @@ def demo(
     models (hyperparameter search, champion/challenger) and the consumer swaps them in.
     """
     _setup_logging(log_level)
+    if events is None:
+        events = 100_000 if drift_at is None else drift_at + 200_000
+    if rate is None and drift_at is not None:
+        rate = 8000.0
     state = state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-demo-"))
     settings = _settings(state, seed, registry_in_state=True)
     sim = _simulator(seed, bot_share, drift_at, drift_duration, drift_share)
@@ -335,11 +354,12 @@ def demo(
         "drift_at": drift_at,
         "drift_duration": drift_duration,
         "drift_share": drift_share,
+        "rate": rate,
         **settings.model_dump(mode="json"),
     }
     _run_on_embedded_or_cluster(
         settings, _sim_records(sim, events), total, "demo", metrics_port, report, config,
-        retrainer=retrainer,
+        retrainer=retrainer, rate=rate,
     )
 
 

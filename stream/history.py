@@ -19,7 +19,13 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from stream.broker import quiet_client_config
 from stream.config import Settings
-from stream.events import ClickEvent, DwellEvent, Event, ImpressionEvent, RatingEvent
+from stream.events import (
+    ClickEvent,
+    DwellEvent,
+    ImpressionEvent,
+    InteractionEvent,
+    RatingEvent,
+)
 from stream.learner import FeedbackLearner
 
 log = logging.getLogger(__name__)
@@ -34,12 +40,12 @@ class HistoryCollector(FeedbackLearner):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.events: list[Event] = []
+        self.events: list[InteractionEvent] = []
         self.indexes: list[int] = []
         for kind in (RatingEvent, ClickEvent, ImpressionEvent, DwellEvent):
             self._handlers[kind] = self._collect
 
-    def _collect(self, event: Event) -> None:
+    def _collect(self, event: InteractionEvent) -> None:
         self.events.append(event)
         self.indexes.append(self.counts.consumed - 1)
 

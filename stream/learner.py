@@ -341,7 +341,9 @@ class FeedbackLearner:
             **self.lifecycle.report(),
         }
 
-    def swap(self, bundle: ModelBundle, version: int, catch_up: Iterable[Event]) -> int:
+    def swap(
+        self, bundle: ModelBundle, version: int, catch_up: Iterable[InteractionEvent]
+    ) -> int:
         """Replace the models by ``bundle`` after it learns ``catch_up`` (the events that
         arrived since its history ended); return how many it learned."""
         n = 0
