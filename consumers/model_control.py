@@ -74,7 +74,8 @@ class ModelControl:
             self._deferred.remove((version, history_end))
             self.swap(version, history_end, offsets)
             changed = True
-        decision = life.review(consumed)
+        # Nothing applied yet (e.g. still joining the group): no history to retrain on.
+        decision = life.review(consumed) if consumed else None
         if decision is not None:
             topic = self.settings.topics.events
             part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}

@@ -184,9 +184,10 @@ def _finish(report: dict[str, Any], path: Path | None, learner: Any = None) -> N
     if path is not None:
         write_report(path, report)
         console.print(f"report written to [bold]{path}[/]")
-        if learner is not None and len(learner.timeline) > 1:
+        if learner is not None:
             from consumers.plot import plot_report
 
+            learner.close_timeline()
             png = plot_report(learner.timeline, report, path.with_suffix(".png"))
             console.print(f"plot written to [bold]{png}[/]")
 

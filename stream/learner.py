@@ -154,7 +154,7 @@ class FeedbackLearner:
         self._holdout = self.lifecycle.holdout
         # (event index, clicks scored, model log-loss sum, naive log-loss sum, ratings
         # scored, squared-error sum) every TIMELINE_EVERY messages, for plots.
-        self.timeline: list[tuple[int, int, float, float, int, float]] = []
+        self.timeline: list[tuple[int, int, float, float, int, float]] = [(0, 0, 0.0, 0.0, 0, 0.0)]
         self._handlers = {
             RatingEvent: self._learn_rating,
             ClickEvent: self._learn_click,
@@ -212,6 +212,11 @@ class FeedbackLearner:
         if c.consumed % TIMELINE_EVERY == 0:
             self._snapshot()
         return None
+
+    def close_timeline(self) -> None:
+        """Add a timeline point for the messages since the last one (before a report)."""
+        if self.timeline[-1][0] != self.counts.consumed:
+            self._snapshot()
 
     def _snapshot(self) -> None:
         cs, bs, rs = self.click_score, self.baseline_click_score, self.rating_score

@@ -52,7 +52,9 @@ def test_demo_runs_the_loop_and_beats_naive_baselines(tmp_path: Path) -> None:
     assert r["auc"] > 0.6
     assert r["recall_at_10"] > 0.0
     assert r["events_per_second"] > 0
+    assert r["retrains"] == [] and r["swaps"] == [] and r["model_version"] == 0
     assert "feedback-loop summary" in proc.stderr
+    assert report_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.integration
@@ -69,6 +71,8 @@ def test_replay_of_an_events_file_on_the_embedded_broker(tmp_path: Path) -> None
     assert r["consumed"] == len(lines)
     assert r["dead_lettered"] == 1
     assert r["config"]["format"] == "events"
+    assert {"drift_alarms", "retrains", "swaps"} <= r.keys()
+    assert report_path.with_suffix(".png").stat().st_size > 10_000
 
 
 def test_evaluate_matches_replay_semantics_without_a_broker(tmp_path: Path) -> None:

@@ -145,6 +145,15 @@ def test_metrics_endpoint_matches_the_counts(settings: Settings) -> None:
     assert m['feedback_loop_prequential_rmse{model="rating_mf"}'] == pytest.approx(scores["rmse"])
     assert m['feedback_loop_prequential_auc{model="engagement"}'] == pytest.approx(scores["auc"])
     assert 'feedback_loop_prequential_recall_at_10{model="implicit_mf"}' in m
+    assert m["feedback_loop_model_version"] == 0
+    assert m["feedback_loop_retrain_requests_total"] == 0
+    life = result.learner.lifecycle
+    assert life.monitor is not None
+    for row in life.monitor.snapshot():
+        label = f'{{detector="{row["name"]}"}}'
+        assert m["feedback_loop_drift_statistic" + label] == pytest.approx(row["statistic"])
+        assert m["feedback_loop_drift_threshold" + label] == pytest.approx(row["threshold"])
+        assert m["feedback_loop_drift_state" + label] == float(row["in_drift"])
 
 
 def test_checkpointed_restart_neither_loses_nor_repeats(settings: Settings) -> None:
