@@ -25,17 +25,18 @@ COPY producers ./producers
 RUN pip install --no-deps . \
     && cd / && rm -rf /src
 
-# An unprivileged user that owns the checkpoint directory.
+# An unprivileged user that owns the checkpoint directory and the model registry.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
-    && mkdir -p /state \
-    && chown app:app /state
+    && mkdir -p /state /registry \
+    && chown app:app /state /registry
 
 # Inside a container the metrics endpoint must listen on every interface to be scraped.
 ENV FEEDBACK_LOOP_CONSUMER__STATE_DIR=/state \
+    FEEDBACK_LOOP_RETRAIN__REGISTRY_DIR=/registry \
     FEEDBACK_LOOP_METRICS__HOST=0.0.0.0
 
-VOLUME ["/state"]
+VOLUME ["/state", "/registry"]
 WORKDIR /home/app
 USER app
 EXPOSE 9108

@@ -24,7 +24,12 @@ OUTPUT = Path(__file__).resolve().parent / "feedback-loop.json"
 
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 JOB = 'job="feedback-loop-consumer"'
+RETRAINER_JOB = 'job="feedback-loop-retrainer"'
 QUANTILES = (0.5, 0.95, 0.99)
+# Detector names of stream/drift.py DriftMonitor.default: concept detectors watch the models'
+# losses, data detectors the distribution of their inputs.
+CONCEPT_DETECTORS = 'detector=~"engagement_logloss_.+|rating_se_.+"'
+DATA_DETECTORS = 'detector=~".+_(js|psi)"'
 
 Panel = dict[str, Any]
 
@@ -45,14 +50,16 @@ def targets(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
     return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
 
 
-def quantile_targets(bucket_metric: str, window: str = "1m") -> list[dict[str, Any]]:
+def quantile_targets(
+    bucket_metric: str, window: str = "1m", quantiles: tuple[float, ...] = QUANTILES
+) -> list[dict[str, Any]]:
     return targets(
         *(
             (
                 f"histogram_quantile({q}, sum by (le) (rate({bucket_metric}[{window}])))",
                 f"p{round(q * 100)}",
             )
-            for q in QUANTILES
+            for q in quantiles
         )
     )
 
@@ -65,6 +72,7 @@ def timeseries(
     *,
     min_zero: bool = True,
     stack: bool = False,
+    overrides: list[dict[str, Any]] | None = None,
 ) -> Panel:
     defaults: dict[str, Any] = {
         "color": {"mode": "palette-classic"},
@@ -89,7 +97,7 @@ def timeseries(
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
         "options": {
             "legend": {
                 "calcs": ["lastNotNull", "max"],
@@ -138,6 +146,77 @@ def stat(
         },
         "targets": targets((expr, title)),
     }
+
+
+def state_timeline(
+    title: str, description: str, tgts: list[dict[str, Any]], states: dict[int, tuple[str, str]]
+) -> Panel:
+    """A state timeline of integer-valued series; ``states`` maps a value to (text, color)."""
+    return {
+        "type": "state-timeline",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {
+            "defaults": {
+                "color": {"mode": "thresholds"},
+                "custom": {"fillOpacity": 80, "lineWidth": 0},
+                "mappings": [
+                    {
+                        "type": "value",
+                        "options": {
+                            str(value): {"color": color, "index": i, "text": text}
+                            for i, (value, (text, color)) in enumerate(sorted(states.items()))
+                        },
+                    }
+                ],
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [
+                        {"color": color, "value": None if i == 0 else value}
+                        for i, (value, (_text, color)) in enumerate(sorted(states.items()))
+                    ],
+                },
+            },
+            "overrides": [],
+        },
+        "options": {
+            "alignValue": "left",
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "mergeValues": True,
+            "rowHeight": 0.9,
+            "showValue": "never",
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+        "targets": tgts,
+    }
+
+
+def dashed(name_regex: str) -> dict[str, Any]:
+    """A field override: series whose display name matches ``name_regex`` are dashed lines."""
+    return {
+        "matcher": {"id": "byRegexp", "options": name_regex},
+        "properties": [
+            {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}},
+            {"id": "custom.fillOpacity", "value": 0},
+        ],
+    }
+
+
+def drift_vs_threshold(title: str, description: str, matcher: str) -> Panel:
+    return timeseries(
+        title,
+        description,
+        targets(
+            (f"max by (detector) (feedback_loop_drift_statistic{{{matcher}}})", "{{detector}}"),
+            (
+                f"max by (detector) (feedback_loop_drift_threshold{{{matcher}}})",
+                "{{detector}} threshold",
+            ),
+        ),
+        min_zero=False,
+        overrides=[dashed(".* threshold$")],
+    )
 
 
 def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
@@ -343,6 +422,206 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
+    drift = [
+        (
+            stat(
+                "Model version",
+                "Registry version of the live models (0: learned online from scratch).",
+                "max(feedback_loop_model_version)",
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Detectors in alarm",
+                "Drift detectors in alarm now (since their last reset).",
+                "sum(feedback_loop_drift_state)",
+                thresholds=(("green", None), ("orange", 1), ("red", 2)),
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Retrain requests (1h)",
+                "Retrain requests published by the consumer over the last hour.",
+                "sum(increase(feedback_loop_retrain_requests_total[1h]))",
+                decimals=0,
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Model swaps (1h)",
+                "Batch-trained models swapped into the consumer over the last hour.",
+                "sum(increase(feedback_loop_model_swaps_total[1h]))",
+                decimals=0,
+            ),
+            6,
+            4,
+        ),
+        (
+            drift_vs_threshold(
+                "Concept drift: statistic vs threshold",
+                "Loss-based detectors (engagement log loss, rating squared error); each "
+                "alarms when its statistic crosses its threshold (dashed).",
+                CONCEPT_DETECTORS,
+            ),
+            12,
+            8,
+        ),
+        (
+            drift_vs_threshold(
+                "Data drift: statistic vs threshold",
+                "Input-distribution detectors (JS divergence, PSI of a window against a "
+                "reference); each alarms when its statistic crosses its threshold (dashed).",
+                DATA_DETECTORS,
+            ),
+            12,
+            8,
+        ),
+        (
+            state_timeline(
+                "Drift state",
+                "Each detector in alarm (since its last reset) or not.",
+                targets(("max by (detector) (feedback_loop_drift_state)", "{{detector}}")),
+                {0: ("ok", "green"), 1: ("alarm", "red")},
+            ),
+            24,
+            8,
+        ),
+        (
+            timeseries(
+                "Drift alarms by detector",
+                "Alarms raised per minute, by detector (0 for detectors that never alarmed).",
+                targets(
+                    (
+                        "sum by (detector) (rate(feedback_loop_drift_alarms_total[5m])) * 60"
+                        " or max by (detector) (feedback_loop_drift_state) * 0",
+                        "{{detector}}",
+                    )
+                ),
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Drift signals by outcome",
+                "What the retrain policy did with drift signals, per minute: decided a "
+                "retrain, or ignored them (warmup, cooldown, retrain_in_progress, "
+                "awaiting_confirmation).",
+                targets(
+                    (
+                        "sum by (outcome) (rate(feedback_loop_drift_signals_total[5m])) * 60"
+                        ' or label_replace(max(feedback_loop_model_version) * 0, "outcome",'
+                        ' "decided", "", "")',
+                        "{{outcome}}",
+                    )
+                ),
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+    ]
+    retrainer = [
+        (
+            stat(
+                "Retrainer up",
+                "1 when Prometheus scrapes the retrainer's /metrics.",
+                f"min(up{{{RETRAINER_JOB}}})",
+                thresholds=(("red", None), ("green", 1)),
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Retrain in progress",
+                "1 while the retrainer is running a retrain.",
+                "max(feedback_loop_retrain_in_progress)",
+                thresholds=(("green", None), ("blue", 1)),
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Best quality ratio",
+                "Best validation quality loss of the last retrain (model loss / naive loss; "
+                "lower is better; 0 before the first retrain).",
+                "max(feedback_loop_retrain_best_quality_ratio)",
+                decimals=3,
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Trials (1h)",
+                "Hyperparameter-search trials run over the last hour.",
+                "sum(increase(feedback_loop_retrain_trials_total[1h]))",
+                decimals=0,
+            ),
+            6,
+            4,
+        ),
+        (
+            timeseries(
+                "Retrains by outcome",
+                "Retrains finished over the last 15 minutes: accepted (made current), "
+                "rejected (did not beat the live model), failed.",
+                targets(
+                    (
+                        "sum by (outcome) (increase(feedback_loop_retrains_total[15m]))",
+                        "{{outcome}}",
+                    )
+                ),
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Retrain duration",
+                "Wall time of one retrain (history read, search and final training), over "
+                "the retrains of the last hour.",
+                quantile_targets(
+                    "feedback_loop_retrain_duration_seconds_bucket", "1h", (0.5, 0.95)
+                ),
+                "s",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Trials per minute",
+                "Hyperparameter-search trials run per minute.",
+                targets(("sum(rate(feedback_loop_retrain_trials_total[5m])) * 60", "trials")),
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Quality ratio",
+                "Validation quality loss (model loss / naive loss; lower is better) of the "
+                "last trial and the best of the last retrain.",
+                targets(
+                    ("max(feedback_loop_retrain_trial_quality_ratio)", "last trial"),
+                    ("max(feedback_loop_retrain_best_quality_ratio)", "best of last retrain"),
+                ),
+            ),
+            12,
+            8,
+        ),
+    ]
     return [
         ("Overview", overview),
         ("Throughput", throughput),
@@ -350,7 +629,42 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
         ("Consumer lag", lag),
         ("Prequential quality", quality),
         ("Checkpoints", checkpoints),
+        ("Drift and retraining", drift),
+        ("Retrainer", retrainer),
     ]
+
+
+def annotation(name: str, expr: str, color: str, title: str) -> dict[str, Any]:
+    """A Prometheus annotation: one mark per step where ``expr`` has a sample."""
+    return {
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": color,
+        "name": name,
+        "expr": expr,
+        "step": "15s",
+        "titleFormat": title,
+        "textFormat": "{{instance}}",
+        "tagKeys": "job",
+        "useValueForTime": False,
+    }
+
+
+ANNOTATIONS = (
+    annotation(
+        "Model swaps",
+        "changes(feedback_loop_model_version[1m]) > 0",
+        "purple",
+        "Model swapped in",
+    ),
+    annotation(
+        "Retrain requests",
+        "increase(feedback_loop_retrain_requests_total[1m]) > 0",
+        "orange",
+        "Retrain requested",
+    ),
+)
 
 
 def layout() -> list[Panel]:
@@ -391,7 +705,8 @@ def dashboard() -> dict[str, Any]:
                     "iconColor": "rgba(0, 211, 255, 1)",
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
-                }
+                },
+                *ANNOTATIONS,
             ]
         },
         "description": "feedback-loop: Kafka feedback events -> online models (generated by "

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stream.config import MetricsConfig, Topics
-from stream.metrics import PipelineMetrics
+from stream.metrics import PipelineMetrics, RetrainMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -31,6 +31,8 @@ GENERATOR = ROOT / "dashboards" / "generate.py"
 
 METRIC_NAME = re.compile(r"feedback_loop_[a-z0-9_]+")
 JOB = "feedback-loop-consumer"
+RETRAINER_JOB = "feedback-loop-retrainer"
+RETRAINER_PORT = 9109  # `feedback-loop retrainer`'s default --metrics-port
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -93,12 +95,18 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
 
 
+def annotation_queries() -> list[dict[str, Any]]:
+    """The dashboard's Prometheus annotation queries (not Grafana's built-in one)."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [a for a in board["annotations"]["list"] if not a.get("builtIn")]
+
+
 def alert_rules(alerts: dict[str, Any]) -> list[dict[str, Any]]:
     return [rule for group in alerts["groups"] for rule in group["rules"]]
 
 
 def exposed_series_names() -> set[str]:
-    """Every series name the consumer's registry can expose, suffixes included."""
+    """Every series name the consumer's and the retrainer's registries can expose."""
     suffixes = {
         "counter": ("_total", "_created"),
         "gauge": ("",),
@@ -107,8 +115,9 @@ def exposed_series_names() -> set[str]:
         "info": ("_info",),
     }
     names: set[str] = set()
-    for family in PipelineMetrics().registry.collect():
-        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    for registry in (PipelineMetrics().registry, RetrainMetrics().registry):
+        for family in registry.collect():
+            names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names
 
 
@@ -120,7 +129,9 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_compose_has_the_services(services: dict[str, Any]) -> None:
-    expected = {"kafka", "kafka-init", "consumer", "simulator", "prometheus", "grafana"}
+    expected = {
+        "kafka", "kafka-init", "consumer", "retrainer", "simulator", "prometheus", "grafana"
+    }
     assert expected <= set(services)
 
 
@@ -134,7 +145,7 @@ def test_compose_depends_on_existing_services(services: dict[str, Any]) -> None:
 def test_compose_waits_for_topics(services: dict[str, Any]) -> None:
     assert depends_on(services["kafka-init"])["kafka"]["condition"] == "service_healthy"
     assert "healthcheck" in services["kafka"]
-    for name in ("consumer", "simulator"):
+    for name in ("consumer", "retrainer", "simulator"):
         cond = depends_on(services[name]).get("kafka-init", {}).get("condition")
         assert cond == "service_completed_successfully", name
 
@@ -163,6 +174,28 @@ def test_consumer_and_simulator(services: dict[str, Any]) -> None:
     assert simulator["restart"] == "no"
     for service in (consumer, simulator):
         assert service["build"]["context"] == "."
+
+
+def test_retrainer_shares_the_registry(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    consumer, retrainer = services["consumer"], services["retrainer"]
+    assert retrainer["command"] == ["retrainer", "--metrics-port", str(RETRAINER_PORT)]
+    assert retrainer["build"]["context"] == consumer["build"]["context"] == "."
+    assert retrainer["build"].get("dockerfile") == consumer["build"].get("dockerfile")
+    env = environment(retrainer)
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["FEEDBACK_LOOP_METRICS__HOST"] == "0.0.0.0"
+    assert any(str(p).split(":")[-1] == str(RETRAINER_PORT) for p in retrainer.get("ports", []))
+    # One named volume holds the registry: the retrainer writes versions, the consumer loads them.
+    registries = set()
+    for service in (consumer, retrainer):
+        assert environment(service)["FEEDBACK_LOOP_RETRAIN__REGISTRY_DIR"] == "/registry"
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in service["volumes"]}
+        registries.add(mounts["/registry"])
+    (volume,) = registries
+    assert volume in (compose.get("volumes") or {}), volume
+    assert "registry" in volume
 
 
 def test_compose_bind_mounts_exist(services: dict[str, Any]) -> None:
@@ -253,6 +286,26 @@ def test_dashboard_shape() -> None:
             assert t["expr"].strip()
     exprs = "\n".join(dashboard_exprs())
     assert "sum by (type) (rate(feedback_loop_events_consumed_total[1m]))" in exprs
+    # Drift: statistic and threshold of both kinds of detector, alarms, signals, retrains.
+    for kind in ('detector=~"engagement_logloss_.+|rating_se_.+"', 'detector=~".+_(js|psi)"'):
+        for metric in ("statistic", "threshold"):
+            assert f"feedback_loop_drift_{metric}{{{kind}}}" in exprs, (metric, kind)
+    for metric in (
+        "drift_state", "drift_alarms_total", "drift_signals_total", "model_version",
+        "retrain_requests_total", "model_swaps_total", "retrains_total",
+        "retrain_duration_seconds_bucket", "retrain_trials_total",
+        "retrain_best_quality_ratio", "retrain_in_progress",
+    ):
+        assert f"feedback_loop_{metric}" in exprs, metric
+    assert f'up{{job="{RETRAINER_JOB}"}}' in exprs
+    annotations = {a["expr"]: a for a in annotation_queries()}
+    assert set(annotations) == {
+        "changes(feedback_loop_model_version[1m]) > 0",
+        "increase(feedback_loop_retrain_requests_total[1m]) > 0",
+    }
+    for a in annotations.values():
+        assert a["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+        assert a["enable"] and a["name"]
     for metric in ("rmse", "mae", "logloss", "auc", "recall_at_10"):
         assert f"max by (model) (feedback_loop_prequential_{metric})" in exprs
     for hist in ("batch_processing_seconds", "event_latency_seconds"):
@@ -272,18 +325,24 @@ def check_names(exprs: list[str], where: str) -> set[str]:
 
 
 def test_dashboard_metric_names_exist() -> None:
-    used = check_names(dashboard_exprs(), "the dashboard")
+    exprs = dashboard_exprs() + [a["expr"] for a in annotation_queries()]
+    used = check_names(exprs, "the dashboard")
     assert len(used) >= 10, used  # the regex does find the names
 
 
 def test_alert_metric_names_exist(alerts: dict[str, Any]) -> None:
     rules = alert_rules(alerts)
-    assert {r["alert"] for r in rules} >= {"ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh"}
+    assert {r["alert"] for r in rules} >= {
+        "ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh",
+        "DriftDetected", "RetrainFailed", "RetrainerDown",
+    }
     used = check_names([r["expr"] for r in rules], "alerts.yml")
     assert {
         "feedback_loop_consumer_lag_messages",
         "feedback_loop_events_dead_lettered_total",
         "feedback_loop_events_consumed_total",
+        "feedback_loop_drift_state",
+        "feedback_loop_retrains_total",
     } <= used
 
 
@@ -307,6 +366,16 @@ def test_prometheus_scrapes_the_consumer(yaml: ModuleType, services: dict[str, A
     assert any(f'job="{JOB}"' in r["expr"] for r in alert_rules(load_yaml(yaml, ALERTS)))
 
 
+def test_prometheus_scrapes_the_retrainer(yaml: ModuleType, services: dict[str, Any]) -> None:
+    config = load_yaml(yaml, PROMETHEUS)
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == RETRAINER_JOB]
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"retrainer:{RETRAINER_PORT}"]
+    assert "retrainer" in depends_on(services["prometheus"])
+    rules = alert_rules(load_yaml(yaml, ALERTS))
+    assert any(f'job="{RETRAINER_JOB}"' in r["expr"] for r in rules)
+
+
 # --- promtool --------------------------------------------------------------------------------
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH")
@@ -322,7 +391,8 @@ def test_promtool_check_rules_and_config() -> None:
 
 @needs_promtool
 def test_dashboard_queries_are_valid_promql(yaml: ModuleType, tmp_path: Path) -> None:
-    rules = [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(dashboard_exprs())]
+    exprs = dashboard_exprs() + [a["expr"] for a in annotation_queries()]
+    rules = [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = run("promtool", "check", "rules", str(path))
@@ -344,6 +414,7 @@ def test_alerts_fire_when_they_should(
     rules_path.write_text(yaml.safe_dump(stripped))
     main = f'job="{JOB}", instance="consumer:9108"'
     other = f'job="{JOB}", instance="other:9108"'
+    retrainer = f'job="{RETRAINER_JOB}", instance="retrainer:{RETRAINER_PORT}"'
     tests = {
         "rule_files": [str(rules_path)],
         "evaluation_interval": "1m",
@@ -387,6 +458,34 @@ def test_alerts_fire_when_they_should(
                         ),
                         "values": "0+10x15",
                     },
+                    # dwell_psi in alarm from 2m to 5m on main (max by detector: one alert for
+                    # both consumers); rating_se_adwin only for one minute, too short to fire.
+                    {
+                        "series": f'feedback_loop_drift_state{{{main}, detector="dwell_psi"}}',
+                        "values": "0 0 1 1 1 1 0 0",
+                    },
+                    {
+                        "series": f'feedback_loop_drift_state{{{other}, detector="dwell_psi"}}',
+                        "values": "0x7",
+                    },
+                    {
+                        "series": (
+                            f'feedback_loop_drift_state{{{main}, detector="rating_se_adwin"}}'
+                        ),
+                        "values": "0 1 0 0 0 0 0 0",
+                    },
+                    # One failed retrain at 3m; accepted ones all along do not alert.
+                    {
+                        "series": f'feedback_loop_retrains_total{{{retrainer}, outcome="failed"}}',
+                        "values": "0 0 0 1x20",
+                    },
+                    {
+                        "series": (
+                            f'feedback_loop_retrains_total{{{retrainer}, outcome="accepted"}}'
+                        ),
+                        "values": "0+1x22",
+                    },
+                    {"series": f"up{{{retrainer}}}", "values": "1 1 0 0 0 0 0"},
                 ],
                 "alert_rule_test": [
                     {"eval_time": "1m", "alertname": "ConsumerDown", "exp_alerts": []},
@@ -427,6 +526,46 @@ def test_alerts_fire_when_they_should(
                                     "severity": "warning",
                                     "job": JOB,
                                     "instance": "consumer:9108",
+                                }
+                            }
+                        ],
+                    },
+                    {"eval_time": "1m", "alertname": "DriftDetected", "exp_alerts": []},
+                    {"eval_time": "2m", "alertname": "DriftDetected", "exp_alerts": []},
+                    {
+                        "eval_time": "4m",
+                        "alertname": "DriftDetected",
+                        "exp_alerts": [
+                            {"exp_labels": {"severity": "info", "detector": "dwell_psi"}}
+                        ],
+                    },
+                    {"eval_time": "7m", "alertname": "DriftDetected", "exp_alerts": []},
+                    {"eval_time": "2m", "alertname": "RetrainFailed", "exp_alerts": []},
+                    {
+                        "eval_time": "4m",
+                        "alertname": "RetrainFailed",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": RETRAINER_JOB,
+                                    "instance": f"retrainer:{RETRAINER_PORT}",
+                                    "outcome": "failed",
+                                }
+                            }
+                        ],
+                    },
+                    {"eval_time": "20m", "alertname": "RetrainFailed", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "RetrainerDown", "exp_alerts": []},
+                    {
+                        "eval_time": "5m",
+                        "alertname": "RetrainerDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": RETRAINER_JOB,
+                                    "instance": f"retrainer:{RETRAINER_PORT}",
                                 }
                             }
                         ],

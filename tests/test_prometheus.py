@@ -1,11 +1,16 @@
-"""A real Prometheus scrapes a running consumer: every dashboard query has data, every alert
-rule is valid and loaded, and promtool accepts the exposition and the rules.
+"""A real Prometheus scrapes a running consumer and retrainer: every dashboard query has data,
+every annotation query is valid, every alert rule is valid and loaded, and promtool accepts the
+expositions and the rules.
 
 The pipeline runs in this process on the session's broker: a publisher thread sends simulated
 events in waves (5% bots, a few malformed messages and duplicates in every wave) while a
 consumer thread applies them and checkpoints every second, so every counter, histogram and
 gauge the dashboard uses keeps moving while Prometheus (``/usr/bin/prometheus``, Debian's
-``prometheus`` package) scrapes it every second. Skipped when Prometheus is not installed.
+``prometheus`` package) scrapes it every second. The consumer's drift monitor compares windows
+of only 100 events, so its data detectors raise (false) alarms early; the first after the
+warm-up decides a retrain, which a retrainer thread (its metrics served as a second scrape
+target) runs with a small search, so the drift and retrainer panels have data too, and a swap
+follows if the challenger wins. Skipped when Prometheus is not installed.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from typing import Any
 import pytest
 
 from consumers.loop import FeedbackConsumer
+from consumers.retrainer import RetrainWorker
 from producers.simulator import Simulator, SimulatorConfig
 from stream.broker import ensure_topics
-from stream.config import ConsumerConfig, Settings, Topics
-from stream.metrics import PipelineMetrics
+from stream.config import ConsumerConfig, DriftConfig, RetrainConfig, Settings, Topics
+from stream.metrics import PipelineMetrics, RetrainMetrics
 from stream.publisher import EventPublisher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -48,9 +54,10 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DEPLOY_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "dashboards" / "feedback-loop.json"
 JOB = "feedback-loop-consumer"
+RETRAINER_JOB = "feedback-loop-retrainer"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-# How long the dashboard may take to have data once Prometheus is up.
+# How long the dashboard may take to have data once Prometheus is up (a retrain included).
 DATA_DEADLINE_SECONDS = 40.0
 
 BAD_MESSAGES = [
@@ -70,19 +77,28 @@ RATE = re.compile(r"rate\((feedback_loop_[a-z0-9_]+)\[(\w+)\]\)")
 
 
 class Traffic:
-    """Publisher and consumer threads that keep the metrics moving until stopped."""
+    """Publisher, consumer and retrainer threads that keep the metrics moving until stopped."""
 
-    def __init__(self, settings: Settings, metrics: PipelineMetrics, wave: int = 1500) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: PipelineMetrics,
+        retrain_metrics: RetrainMetrics,
+        wave: int = 1500,
+    ) -> None:
         self.settings, self.wave = settings, wave
-        self.consumer = FeedbackConsumer(
-            settings, settings.bootstrap_servers or "", metrics=metrics
-        )
+        bootstrap = settings.bootstrap_servers or ""
+        self.consumer = FeedbackConsumer(settings, bootstrap, metrics=metrics)
+        self.retrainer = RetrainWorker(settings, bootstrap, retrain_metrics)
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.waves = 0
         self._threads = [
             threading.Thread(target=self._guard(self._publish), name="publisher", daemon=True),
             threading.Thread(target=self._guard(self.consumer.run), name="consumer", daemon=True),
+            threading.Thread(
+                target=self._guard(self.retrainer.run), name="retrainer", daemon=True
+            ),
         ]
 
     def _guard(self, fn: Callable[[], object]) -> Callable[[], None]:
@@ -121,7 +137,9 @@ class Traffic:
         self.stop.set()
         self._threads[0].join(30)
         self.consumer.request_stop()
+        self.retrainer.request_stop()
         self._threads[1].join(30)
+        self._threads[2].join(30)  # after the running retrain, if any (a small one)
 
 
 # --- Prometheus -------------------------------------------------------------------------------
@@ -219,16 +237,21 @@ def stop_prometheus(prom: Prometheus) -> None:
             prom.process.wait(15)
 
 
-def scrape_config(yaml: ModuleType, metrics_port: int) -> dict[str, Any]:
-    """deploy/prometheus/prometheus.yml's consumer job, pointed at this process, every 1 s."""
+def scrape_config(yaml: ModuleType, ports: dict[str, int]) -> dict[str, Any]:
+    """deploy/prometheus/prometheus.yml's jobs named in ``ports`` (job -> port), pointed at
+    this process, every 1 s."""
     deployed = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
-    (job,) = [j for j in deployed["scrape_configs"] if j["job_name"] == JOB]
-    job = {
-        **job,
-        "scrape_interval": "1s",
-        "scrape_timeout": "1s",
-        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-    }
+    jobs = []
+    for name, port in ports.items():
+        (job,) = [j for j in deployed["scrape_configs"] if j["job_name"] == name]
+        jobs.append(
+            {
+                **job,
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+            }
+        )
     return {
         "global": {
             **deployed.get("global", {}),
@@ -236,7 +259,7 @@ def scrape_config(yaml: ModuleType, metrics_port: int) -> dict[str, Any]:
             "evaluation_interval": "1s",
         },
         "rule_files": [str(ALERTS)],
-        "scrape_configs": [job],
+        "scrape_configs": jobs,
     }
 
 
@@ -247,6 +270,7 @@ def scrape_config(yaml: ModuleType, metrics_port: int) -> dict[str, Any]:
 class Stack:
     prometheus: Prometheus
     metrics_url: str
+    retrainer_metrics_url: str
     traffic: Traffic
     notes: list[str] = field(default_factory=list)
 
@@ -287,18 +311,47 @@ def stack(
             state_dir=workdir / "state",
             checkpoint_every_seconds=1.0,  # checkpoint histogram and counter move every second
         ),
+        # Windows of 100 events: the data detectors alarm early and often. The first alarm
+        # after 10000 events (a few seconds of traffic) decides a retrain (one alarm of a data
+        # detector suffices); the cooldown keeps it the only one.
+        drift=DriftConfig(window=100, warmup_events=10_000, cooldown_events=10**9),
+        # A small retrain: a few thousand events of history, two trials.
+        retrain=RetrainConfig(
+            registry_dir=workdir / "registry",
+            holdout_events=1000,
+            validation_events=1000,
+            trials=2,
+            timeout_seconds=20.0,
+            group_id=f"r-{tag}",
+        ),
     )
     ensure_topics(bootstrap, settings.topics)
     metrics = PipelineMetrics()
     metrics_port = metrics.serve("127.0.0.1", 0)
-    traffic = Traffic(settings, metrics)
+    retrain_metrics = RetrainMetrics()
+    retrainer_port = retrain_metrics.serve("127.0.0.1", 0)
+    traffic = Traffic(settings, metrics, retrain_metrics)
     config = workdir / "prometheus.yml"
-    config.write_text(json.dumps(scrape_config(yaml, metrics_port), indent=2))  # JSON is YAML
+    ports = {JOB: metrics_port, RETRAINER_JOB: retrainer_port}
+    config.write_text(json.dumps(scrape_config(yaml, ports), indent=2))  # JSON is YAML
     prom = start_prometheus(config, workdir)  # before the pipeline's threads: it forks
     try:
+        # Prometheus must see every counter at its initial value before the traffic moves it,
+        # or rate() and increase() miss the first step (a retrain request, a retrain).
+        deadline = time.monotonic() + 30
+        for job in ports:
+            while not values(prom.query(f'up{{job="{job}"}} == 1')):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{job} never scraped\n{prom.log_tail()}")
+                time.sleep(0.2)
         traffic.start()
         try:
-            yield Stack(prom, f"http://127.0.0.1:{metrics_port}/metrics", traffic)
+            yield Stack(
+                prom,
+                f"http://127.0.0.1:{metrics_port}/metrics",
+                f"http://127.0.0.1:{retrainer_port}/metrics",
+                traffic,
+            )
         finally:
             traffic.close()
     finally:
@@ -311,6 +364,18 @@ def values(answer: dict[str, Any]) -> list[float]:
     if data.get("resultType") == "scalar":
         return [float(data["result"][1])]
     return [float(series["value"][1]) for series in data.get("result", [])]
+
+
+def range_values(prom: Prometheus, expr: str, seconds: float = 300) -> list[dict[str, Any]]:
+    """The series of a range query over the last ``seconds``, as Grafana runs annotations."""
+    end = time.time()
+    answer = prom.get(
+        "/api/v1/query_range", query=expr, start=f"{end - seconds:.3f}", end=f"{end:.3f}",
+        step="1",
+    )
+    assert answer["status"] == "success", (expr, answer)
+    series: list[dict[str, Any]] = answer["data"]["result"]
+    return series
 
 
 def at_least(prom: Prometheus, expr: str, minimum: float) -> bool:
@@ -329,18 +394,20 @@ def wait_for(stack: Stack, what: str, ok: Callable[[], bool], deadline: float) -
 
 @pytest.fixture(scope="module")
 def scraped(stack: Stack) -> Stack:
-    """The stack once Prometheus has scraped the consumer a few times."""
+    """The stack once Prometheus has scraped the consumer and the retrainer a few times."""
     prom = stack.prometheus
-    scrapes = f'count_over_time(up{{job="{JOB}"}}[1m])'
-    wait_for(
-        stack,
-        "at least 5 scrapes of the consumer",
-        lambda: at_least(prom, scrapes, 5),
-        time.monotonic() + 30,
-    )
-    (target,) = prom.get("/api/v1/targets")["data"]["activeTargets"]
-    assert target["health"] == "up", target
-    assert target["labels"]["job"] == JOB
+    for job in (JOB, RETRAINER_JOB):
+        scrapes = f'count_over_time(up{{job="{job}"}}[1m])'
+        wait_for(
+            stack,
+            f"at least 5 scrapes of {job}",
+            functools.partial(at_least, prom, scrapes, 5),
+            time.monotonic() + 30,
+        )
+    targets = prom.get("/api/v1/targets")["data"]["activeTargets"]
+    assert sorted(t["labels"]["job"] for t in targets) == sorted((JOB, RETRAINER_JOB))
+    for target in targets:
+        assert target["health"] == "up", target
     return stack
 
 
@@ -348,6 +415,11 @@ def panel_exprs() -> list[tuple[str, str]]:
     board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     panels = board["panels"] + [p for row in board["panels"] for p in row.get("panels", [])]
     return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+
+
+def annotation_exprs() -> list[tuple[str, str]]:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [(a["name"], a["expr"]) for a in board["annotations"]["list"] if "expr" in a]
 
 
 def alert_exprs(yaml: ModuleType) -> list[tuple[str, str]]:
@@ -366,10 +438,12 @@ def test_metric_hygiene() -> None:
     """Needs no Prometheus: names, help texts, units and labels of every metric."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    metrics = PipelineMetrics()
-    wrappers = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
-    families = {f.name: f for f in metrics.registry.collect()}
-    assert len(families) >= 10
+    registries = (PipelineMetrics(), RetrainMetrics())
+    wrappers = [
+        v for m in registries for v in vars(m).values() if isinstance(v, MetricWrapperBase)
+    ]
+    families = {f.name: f for m in registries for f in m.registry.collect()}
+    assert len(families) >= 25
     for family in families.values():
         name = family.name
         assert name.startswith("feedback_loop_"), name
@@ -418,13 +492,67 @@ def test_every_dashboard_query_returns_data(scraped: Stack) -> None:
             f"{DATA_DEADLINE_SECONDS:.0f} s:\n"
             + "\n".join(f"  {k}: {v}" for k, v in problems.items())
         ) from None
-    # The consumer is up, and the rate() windows hold at least two samples of each counter.
-    assert values(prom.query(f'min(up{{job="{JOB}"}})')) == [1.0]
+    # Both processes are up, and the rate() windows hold at least two samples of each counter
+    # (drift alarms and signals exist from their first occurrence: wait for them).
+    for job in (JOB, RETRAINER_JOB):
+        assert values(prom.query(f'min(up{{job="{job}"}})')) == [1.0], job
     windows = {m.groups() for _title, expr in exprs for m in RATE.finditer(expr)}
-    assert len(windows) >= 8, windows
+    assert len(windows) >= 12, windows
     for metric, window in sorted(windows):
-        counts = values(prom.query(f"min(count_over_time({metric}[{window}]))"))
-        assert counts and counts[0] >= 2, (metric, window, counts)
+        wait_for(
+            scraped,
+            f"2 samples of {metric} in {window}",
+            functools.partial(at_least, prom, f"min(count_over_time({metric}[{window}]))", 2),
+            time.monotonic() + 10,
+        )
+
+
+def test_drift_and_retrain_reach_the_dashboard(scraped: Stack) -> None:
+    """Drift alarms, the retrain they decide, its outcome and the annotations of the cycle."""
+    prom = scraped.prometheus
+    for expr in (
+        "sum(feedback_loop_drift_alarms_total)",
+        'sum(feedback_loop_drift_signals_total{outcome="decided"})',
+        "sum(feedback_loop_retrain_requests_total)",
+        'sum(feedback_loop_retrains_total{outcome=~"accepted|rejected"})',
+        "feedback_loop_retrain_trials_total",
+        "feedback_loop_retrain_duration_seconds_count",
+    ):
+        wait_for(
+            scraped,
+            f"{expr} >= 1",
+            functools.partial(at_least, prom, expr, 1),
+            time.monotonic() + DATA_DEADLINE_SECONDS,
+        )
+    failed = values(prom.query('sum(feedback_loop_retrains_total{outcome="failed"})'))
+    assert failed == [0.0], scraped.traffic.consumer.learner.lifecycle.retrains
+    # Every drift detector of DriftMonitor.default reports its statistic and threshold.
+    detectors = {
+        s["metric"]["detector"]
+        for s in prom.query("feedback_loop_drift_threshold")["data"]["result"]
+    }
+    assert len(detectors) == 9, detectors
+    annotations = dict(annotation_exprs())
+    assert len(annotations) == 2, annotations
+    for name, expr in annotations.items():
+        assert prom.query(expr)["status"] == "success", (name, expr)
+    requested = annotations["Retrain requests"]
+    assert range_values(prom, requested), requested
+    # An accepted retrain is swapped in: the model version changes (the swaps annotation).
+    if at_least(prom, 'sum(feedback_loop_retrains_total{outcome="accepted"})', 1):
+        wait_for(
+            scraped,
+            "the accepted model swapped in",
+            functools.partial(at_least, prom, "max(feedback_loop_model_version)", 1),
+            time.monotonic() + 20,
+        )
+        swapped = annotations["Model swaps"]
+        wait_for(
+            scraped,
+            "a model-swap annotation",
+            lambda: bool(range_values(prom, swapped)),
+            time.monotonic() + 10,
+        )
 
 
 def test_traffic_reaches_every_outcome(scraped: Stack) -> None:
@@ -449,7 +577,10 @@ def test_traffic_reaches_every_outcome(scraped: Stack) -> None:
 def test_every_alert_rule_is_valid_and_loaded(scraped: Stack, yaml: ModuleType) -> None:
     prom = scraped.prometheus
     rules = alert_exprs(yaml)
-    assert {name for name, _ in rules} >= {"ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh"}
+    assert {name for name, _ in rules} >= {
+        "ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh",
+        "DriftDetected", "RetrainFailed", "RetrainerDown",
+    }
     for name, expr in rules:
         answer = prom.query(expr)
         assert answer["status"] == "success", (name, answer)  # firing or not: may be empty
@@ -468,15 +599,23 @@ def test_every_alert_rule_is_valid_and_loaded(scraped: Stack, yaml: ModuleType) 
     for name, rule in loaded().items():
         assert rule["type"] == "alerting", name
         assert not rule.get("lastError"), (name, rule["lastError"])
-    # Healthy consumer: it is scraped, so ConsumerDown is not firing.
-    firing = prom.query('ALERTS{alertname="ConsumerDown"}')
-    assert firing["data"]["result"] == []
+    # Healthy consumer and retrainer: both are scraped, so neither Down alert is firing.
+    for alert in ("ConsumerDown", "RetrainerDown"):
+        firing = prom.query(f'ALERTS{{alertname="{alert}"}}')
+        assert firing["data"]["result"] == [], alert
 
 
-def test_promtool_accepts_the_exposition(scraped: Stack) -> None:
-    with urllib.request.urlopen(scraped.metrics_url, timeout=10) as r:
+@pytest.mark.parametrize(
+    ("url", "metric"),
+    [
+        ("metrics_url", b"feedback_loop_drift_statistic"),
+        ("retrainer_metrics_url", b"feedback_loop_retrains_total"),
+    ],
+)
+def test_promtool_accepts_the_exposition(scraped: Stack, url: str, metric: bytes) -> None:
+    with urllib.request.urlopen(getattr(scraped, url), timeout=10) as r:
         exposition = r.read()
-    assert b"feedback_loop_events_consumed_total" in exposition
+    assert metric in exposition
     result = subprocess.run(
         [PROMTOOL, "check", "metrics"],
         input=exposition,
