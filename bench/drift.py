@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -44,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import replace_section  # noqa: E402
+from bench.report import machine, replace_section  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
 from stream.config import Settings  # noqa: E402
 from stream.drift import (  # noqa: E402
@@ -314,22 +313,6 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
 
 
 # ------------------------------------------------------------------------------------ main
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
-    )
 
 
 def _fmt(x: float | None, digits: int = 0) -> str:

@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaError  # noqa: E402
 
-from bench.report import replace_section  # noqa: E402
+from bench.report import machine, replace_section  # noqa: E402
 from consumers.loop import FeedbackConsumer  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
 from stream.broker import EmbeddedBroker, ensure_topics  # noqa: E402
@@ -38,22 +36,6 @@ from stream.events import RatingEvent, encode_event  # noqa: E402
 from stream.learner import FeedbackLearner  # noqa: E402
 from stream.mf import OnlineMF  # noqa: E402
 from stream.publisher import EventPublisher  # noqa: E402
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
-    )
 
 
 def simulated(n: int, seed: int = 42) -> list[bytes]:

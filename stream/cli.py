@@ -207,17 +207,6 @@ def _start_retrainer(settings: Settings, bootstrap: str) -> subprocess.Popen[byt
         )
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _run_on_embedded_or_cluster(
     settings: Settings,
     records: Iterable[Any],
@@ -230,7 +219,7 @@ def _run_on_embedded_or_cluster(
     rate: float | None = None,
 ) -> None:
     from consumers.pipeline import build_report, run_pipeline
-    from stream.broker import kafka_cluster
+    from stream.broker import kafka_cluster, stop_process
     from stream.metrics import PipelineMetrics
 
     metrics = PipelineMetrics()
@@ -255,7 +244,7 @@ def _run_on_embedded_or_cluster(
                 )
                 live.update(result.run.learner, force=True)
         finally:
-            _stop_process(worker)
+            stop_process(worker)
     pub = result.published
     rep = build_report(
         result.run.learner,

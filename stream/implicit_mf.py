@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import ModelConfig
-from stream.mf import FactorTable
+from stream.mf import FactorModel, FactorTable
 
 __all__ = ["ImplicitMF"]
 
@@ -44,7 +44,7 @@ def _sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
-class ImplicitMF:
+class ImplicitMF(FactorModel):
     """Logistic matrix factorization learned online from weighted implicit feedback.
 
     Parameters
@@ -96,20 +96,6 @@ class ImplicitMF:
             init_scale=cfg.init_scale,
             seed=cfg.seed,
         )
-
-    @property
-    def n_users(self) -> int:
-        return len(self._users.ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self._items.ids)
-
-    def has_user(self, user_id: str) -> bool:
-        return user_id in self._users.index
-
-    def has_item(self, item_id: str) -> bool:
-        return item_id in self._items.index
 
     def score(self, user_id: str, item_id: str) -> float:
         """Preference in (0, 1); unknown ids count as zero bias and factors (no state added)."""
@@ -223,11 +209,6 @@ class ImplicitMF:
 
     def _settings(self) -> tuple[Any, ...]:
         return (self.factors, self.learning_rate, self.regularization, self.init_scale, self.seed)
-
-    def __eq__(self, other: object) -> bool:
-        return self.state_equal(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by state
 
     def __repr__(self) -> str:
         return (

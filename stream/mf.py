@@ -29,7 +29,7 @@ import numpy as np
 
 from stream.config import ModelConfig
 
-__all__ = ["CHUNK", "FactorTable", "OnlineMF"]
+__all__ = ["CHUNK", "FactorModel", "FactorTable", "OnlineMF"]
 
 CHUNK = 1024
 """Rows of initial vectors drawn at once (and the initial capacity of a table)."""
@@ -124,7 +124,37 @@ class FactorTable:
             self.vectors[n : start + CHUNK] = self._chunk(start // CHUNK)[n % CHUNK :]
 
 
-class OnlineMF:
+class FactorModel:
+    """What the factorization models share: a user and an item :class:`FactorTable`
+    (``_users``, ``_items``) and equality by state (``state_equal``)."""
+
+    _users: FactorTable
+    _items: FactorTable
+
+    @property
+    def n_users(self) -> int:
+        return len(self._users.ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._items.ids)
+
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self._users.index
+
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self._items.index
+
+    def state_equal(self, other: object) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return self.state_equal(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by state
+
+
+class OnlineMF(FactorModel):
     """Biased matrix factorization learned online by SGD, one rating at a time.
 
     Parameters
@@ -198,20 +228,6 @@ class OnlineMF:
             rating_min=rating_min,
             rating_max=rating_max,
         )
-
-    @property
-    def n_users(self) -> int:
-        return len(self._users.ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self._items.ids)
-
-    def has_user(self, user_id: str) -> bool:
-        return user_id in self._users.index
-
-    def has_item(self, item_id: str) -> bool:
-        return item_id in self._items.index
 
     def _clip(self, y: float) -> float:
         if self.rating_min is not None and y < self.rating_min:
@@ -303,11 +319,6 @@ class OnlineMF:
             self.rating_min,
             self.rating_max,
         )
-
-    def __eq__(self, other: object) -> bool:
-        return self.state_equal(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by state
 
     def __repr__(self) -> str:
         return (

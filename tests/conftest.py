@@ -25,11 +25,10 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap_servers
 
 
-@pytest.fixture
-def settings(bootstrap: str, tmp_path: Path) -> Settings:
-    """Settings with topics and a consumer group of this test's own."""
+def isolated_settings(bootstrap: str, state_dir: Path, **consumer: object) -> Settings:
+    """Settings with topics, a consumer group and a state dir of their own."""
     tag = uuid.uuid4().hex[:10]
-    s = Settings(
+    return Settings(
         bootstrap_servers=bootstrap,
         topics=Topics(
             events=f"{tag}.events",
@@ -37,12 +36,14 @@ def settings(bootstrap: str, tmp_path: Path) -> Settings:
             control=f"{tag}.control",
             models=f"{tag}.models",
         ),
-        consumer=ConsumerConfig(
-            group_id=f"g-{tag}",
-            state_dir=tmp_path / "state",
-            checkpoint_every_events=5000,
-        ),
+        consumer=ConsumerConfig(group_id=f"g-{tag}", state_dir=state_dir, **consumer),  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture
+def settings(bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with topics and a consumer group of this test's own."""
+    s = isolated_settings(bootstrap, tmp_path / "state", checkpoint_every_events=5000)
     ensure_topics(bootstrap, s.topics)
     return s
 

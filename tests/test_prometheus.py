@@ -30,7 +30,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +42,10 @@ from consumers.loop import FeedbackConsumer
 from consumers.retrainer import RetrainWorker
 from producers.simulator import Simulator, SimulatorConfig
 from stream.broker import ensure_topics
-from stream.config import ConsumerConfig, DriftConfig, RetrainConfig, Settings, Topics
+from stream.config import DriftConfig, RetrainConfig, Settings
 from stream.metrics import PipelineMetrics, RetrainMetrics
 from stream.publisher import EventPublisher
+from tests.conftest import isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -297,20 +297,13 @@ def stack(
     installed: None, bootstrap: str, tmp_path_factory: pytest.TempPathFactory, yaml: ModuleType
 ) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("prometheus")
-    tag = uuid.uuid4().hex[:10]
-    settings = Settings(
-        bootstrap_servers=bootstrap,
-        topics=Topics(
-            events=f"{tag}.events",
-            dead_letters=f"{tag}.dead-letters",
-            control=f"{tag}.control",
-            models=f"{tag}.models",
-        ),
-        consumer=ConsumerConfig(
-            group_id=f"g-{tag}",
-            state_dir=workdir / "state",
-            checkpoint_every_seconds=1.0,  # checkpoint histogram and counter move every second
-        ),
+    base = isolated_settings(
+        bootstrap,
+        workdir / "state",
+        checkpoint_every_seconds=1.0,  # checkpoint histogram and counter move every second
+    )
+    tag = base.consumer.group_id
+    settings = base.model_copy(update=dict(
         # Windows of 100 events: the data detectors alarm early and often. The first alarm
         # after 10000 events (a few seconds of traffic) decides a retrain (one alarm of a data
         # detector suffices); the cooldown keeps it the only one.
@@ -324,7 +317,7 @@ def stack(
             timeout_seconds=20.0,
             group_id=f"r-{tag}",
         ),
-    )
+    ))
     ensure_topics(bootstrap, settings.topics)
     metrics = PipelineMetrics()
     metrics_port = metrics.serve("127.0.0.1", 0)
