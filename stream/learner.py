@@ -45,6 +45,7 @@ from stream.events import (
 from stream.lifecycle import NO_LOSS, ModelLifecycle
 from stream.prequential import BinaryScore, HitRate, RegressionScore
 
+INTERACTION_TYPES = frozenset({"impression", "click", "dwell", "rating"})
 # recall@K of the implicit model on positive events, K as in the report key recall_at_10.
 RECALL_K = 10
 # Weight of each new click-model regret in its slow moving average (~20k events memory).
@@ -187,7 +188,8 @@ class FeedbackLearner:
         if event.event_id in self.seen:
             c.duplicates += 1
             return None
-        if isinstance(event, InteractionEvent):
+        if etype in INTERACTION_TYPES:
+            assert isinstance(event, InteractionEvent)  # for the type checker (cheap)
             if self.limits.require_known_users and event.user_id not in self.users:
                 return self._reject(
                     Rejection("unknown_user", f"unknown user {event.user_id!r}", etype)
