@@ -116,15 +116,7 @@ class ImplicitMF(FactorModel):
         soft labels); ``weight`` scales the loss gradient, not the L2 penalty.
         """
         users, items = self._users, self._items
-        u = users.index.get(user_id)
-        i = items.index.get(item_id)
-        # A pair with a new id is reported as score() saw it (zero factors), but learns
-        # from its drawn start vectors.
-        known = u is not None and i is not None
-        if u is None:
-            u = users.add(user_id)
-        if i is None:
-            i = items.add(item_id)
+        u, i, known = self._rows(user_id, item_id)
         pu = users.vectors[u]  # views: the in-place ops below write the model
         qi = items.vectors[i]
         bi_arr = items.biases

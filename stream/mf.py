@@ -145,6 +145,22 @@ class FactorModel:
     def has_item(self, item_id: str) -> bool:
         return item_id in self._items.index
 
+    def _rows(self, user_id: str, item_id: str) -> tuple[int, int, bool]:
+        """Rows of the pair, added if new, and whether both were known before.
+
+        A pair with a new id is reported as prediction saw it (zero factors), but learns
+        from its drawn start vectors.
+        """
+        users, items = self._users, self._items
+        u = users.index.get(user_id)
+        i = items.index.get(item_id)
+        known = u is not None and i is not None
+        if u is None:
+            u = users.add(user_id)
+        if i is None:
+            i = items.add(item_id)
+        return u, i, known
+
     def state_equal(self, other: object) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -253,15 +269,7 @@ class OnlineMF(FactorModel):
     def update(self, user_id: str, item_id: str, rating: float) -> float:
         """Return the prediction made before learning, then learn ``rating`` (one SGD step)."""
         users, items = self._users, self._items
-        u = users.index.get(user_id)
-        i = items.index.get(item_id)
-        # A pair with a new id is reported as predict() saw it (zero factors), but learns
-        # from its drawn start vectors.
-        known = u is not None and i is not None
-        if u is None:
-            u = users.add(user_id)
-        if i is None:
-            i = items.add(item_id)
+        u, i, known = self._rows(user_id, item_id)
         pu = users.vectors[u]  # views: the in-place ops below write the model
         qi = items.vectors[i]
         bu_arr, bi_arr = users.biases, items.biases

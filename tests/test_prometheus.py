@@ -46,6 +46,7 @@ from stream.config import DriftConfig, RetrainConfig, Settings
 from stream.metrics import PipelineMetrics, RetrainMetrics
 from stream.publisher import EventPublisher
 from tests.conftest import isolated_settings
+from tests.test_pipeline_broker import BAD_MESSAGES as PIPELINE_BAD_MESSAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -60,13 +61,9 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 # How long the dashboard may take to have data once Prometheus is up (a retrain included).
 DATA_DEADLINE_SECONDS = 40.0
 
+# The broker tests' malformed messages, plus an unknown item.
 BAD_MESSAGES = [
-    b"{not json",
-    b'{"type": "teleport", "event_id": "x1", "user_id": "u00001", "ts": 1.7e9}',
-    b'{"type": "rating", "event_id": "x2", "user_id": "u00001", "item_id": "i00001",'
-    b' "ts": 1.7e9, "rating": 11}',
-    b'{"type": "click", "event_id": "x3", "user_id": "nobody", "item_id": "i00001",'
-    b' "ts": 1.7e9}',
+    *PIPELINE_BAD_MESSAGES,
     b'{"type": "click", "event_id": "x4", "user_id": "u00001", "item_id": "nothing",'
     b' "ts": 1.7e9}',
 ]
