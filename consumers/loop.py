@@ -289,6 +289,9 @@ class FeedbackConsumer:
         if self.metrics is not None:
             self.metrics.checkpoints.inc()
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+            # Also the state changes that happen between batches (swaps, requests), which
+            # the per-batch refresh would only show with the next batch.
+            self.metrics.observe(self.learner)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -20,6 +20,7 @@ from stream.control import (
     RetrainTrigger,
     publish_control,
 )
+from stream.metrics import PipelineMetrics
 from stream.publisher import EventPublisher
 from stream.registry import ModelRegistry
 
@@ -44,8 +45,10 @@ def publish(settings: Settings, sim: Simulator, n: int, profiles: bool) -> dict[
     return stats.end_offsets
 
 
-def consume(settings: Settings, ends: dict[int, int]) -> FeedbackConsumer:
-    consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "")
+def consume(
+    settings: Settings, ends: dict[int, int], metrics: PipelineMetrics | None = None
+) -> FeedbackConsumer:
+    consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "", metrics=metrics)
     consumer.stop_at(ends)
     consumer.run()
     return consumer
@@ -74,10 +77,13 @@ def test_swap_learns_every_event_since_the_version_history(
     publish_control(s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version))
     ends = publish(s, sim, 4000, profiles=False)
 
-    swapped = consume(s, ends).learner  # restarts from its checkpoint, swaps, goes on
+    metrics = PipelineMetrics()
+    swapped = consume(s, ends, metrics).learner  # restarts from its checkpoint, swaps, goes on
     reference = consume(reference_settings, ends).learner
     assert [w["model_version"] for w in swapped.lifecycle.swaps] == [version]
     assert swapped.lifecycle.swaps[0]["caught_up_events"] > 0
+    assert metrics.registry.get_sample_value("feedback_loop_model_version") == version
+    assert metrics.registry.get_sample_value("feedback_loop_model_swaps_total") == 1
     assert swapped.models.state_equal(reference.models)
     assert swapped.counts == reference.counts
 
