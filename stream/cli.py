@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stream.config import ConsumerConfig, Settings
+from stream.config import Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -503,9 +503,7 @@ def consume_command(
     setup_logging(log_level, json_logs)
     settings = _settings(state_dir)
     if group_id:
-        settings.consumer = ConsumerConfig(
-            **{**settings.consumer.model_dump(), "group_id": group_id}
-        )
+        settings.consumer = settings.consumer.model_copy(update={"group_id": group_id})
     bootstrap = _require_cluster(settings, "consume")
     ensure_topics(bootstrap, settings.topics)
     metrics = PipelineMetrics()

@@ -21,7 +21,6 @@ exactly one bucket, so ``consumed == applied + dead_lettered + filtered + duplic
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -274,17 +273,16 @@ class FeedbackLearner:
     def _learn_engagement(self, e: ClickEvent | ImpressionEvent, clicked: bool) -> float:
         p = self.models.learn(e, self.users, self.items, True)
         assert p is not None
-        self.click_score.update(clicked, p)
+        loss = self.click_score.update(clicked, p)
         n = self.baseline_click_score.n
         naive = (self._clicks + 0.5) / (n + 1.0)
-        self.baseline_click_score.update(clicked, naive)
+        naive_loss = self.baseline_click_score.update(clicked, naive)
         self._clicks += clicked
-        loss = -math.log(min(max(p if clicked else 1.0 - p, 1e-15), 1.0))
         self._holdout.append((loss, NO_LOSS))
         if self._drift is not None:
             # The loss relative to the naive click-through rate: a change in the base rate
             # alone moves both, a model that lost its edge moves only one.
-            regret = loss + math.log(naive if clicked else 1.0 - naive)
+            regret = loss - naive_loss
             # Detrended: against its own slow moving average, so the learning curve (a
             # steady fall) does not hide a later rise.
             # (A plain running mean until it has seen 1 / rate events: no start-up bias.)

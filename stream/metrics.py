@@ -236,18 +236,14 @@ class PipelineMetrics:
         self.retrain_requests.inc(max(len(life.retrains) - n_req, 0))
         self.swaps.inc(max(len(life.swaps) - n_swaps, 0))
         self.model_version.set(life.version)
-        self._last_life = (len(life.retrains), len(life.swaps), alarms,
-                           dict(life.policy.outcomes))
+        self._last_life = _life_baseline(life, alarms)
 
     def start_from(self, learner: FeedbackLearner) -> None:
         """Count only what happens from now on (after restoring a checkpoint)."""
         self._last = copy.deepcopy(learner.counts)
         life = learner.lifecycle
-        alarms = {row["name"]: row["n_alarms"] for row in life.monitor.snapshot()} if (
-            life.monitor is not None
-        ) else {}
-        self._last_life = (len(life.retrains), len(life.swaps), alarms,
-                           dict(life.policy.outcomes))
+        rows = life.monitor.snapshot() if life.monitor is not None else []
+        self._last_life = _life_baseline(life, {r["name"]: r["n_alarms"] for r in rows})
 
     def observe_batch(self, seconds: float, messages: int, latency: float | None) -> None:
         self.batch_seconds.observe(seconds)
@@ -256,6 +252,11 @@ class PipelineMetrics:
 
     def serve(self, host: str, port: int) -> int:
         return serve(self.registry, host, port)
+
+
+def _life_baseline(life: Any, alarms: dict[str, int]) -> tuple[int, int, dict[str, int], Any]:
+    """What the lifecycle counters stood at: requests, swaps, alarms, policy outcomes."""
+    return (len(life.retrains), len(life.swaps), alarms, dict(life.policy.outcomes))
 
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> int:

@@ -9,7 +9,7 @@ until it has seen enough to say something.
 {'n': 2, 'rmse': 0.7071067811865476, 'mae': 0.5}
 >>> clicks = BinaryScore()
 >>> for clicked, p in [(True, 0.9), (False, 0.2), (True, 0.4), (False, 0.6)]:
-...     clicks.update(clicked, p)
+...     _ = clicks.update(clicked, p)
 >>> clicks.auc
 0.75
 >>> recall = HitRate()
@@ -78,10 +78,11 @@ class BinaryScore:
     range need more bins.
 
     >>> s = BinaryScore()
-    >>> s.update(True, 0.8)
+    >>> round(s.update(True, 0.8), 4)  # the event's own log loss
+    0.2231
     >>> s.auc is None  # needs both classes
     True
-    >>> s.update(False, 0.3)
+    >>> _ = s.update(False, 0.3)
     >>> s.auc, round(s.logloss, 4)
     (1.0, 0.2899)
     """
@@ -99,8 +100,9 @@ class BinaryScore:
         self._pos = [0] * bins
         self._neg = [0] * bins
 
-    def update(self, clicked: bool, p: float) -> None:
-        """Account one outcome ``clicked`` predicted with probability ``p`` of a click."""
+    def update(self, clicked: bool, p: float) -> float:
+        """Account one outcome ``clicked`` predicted with probability ``p`` of a click;
+        return that event's log loss (callers need it too: compute it once)."""
         pc = _EPS if p < _EPS else (1.0 - _EPS if p > 1.0 - _EPS else p)
         b = int(pc * self.bins)
         if b >= self.bins:
@@ -108,11 +110,13 @@ class BinaryScore:
         self.n += 1
         if clicked:
             self.n_positive += 1
-            self._logloss_sum -= log(pc)
+            loss = -log(pc)
             self._pos[b] += 1
         else:
-            self._logloss_sum -= log(1.0 - pc)
+            loss = -log(1.0 - pc)
             self._neg[b] += 1
+        self._logloss_sum += loss
+        return loss
 
     @property
     def logloss(self) -> float | None:
