@@ -13,7 +13,7 @@
    ``update`` does every ``block_size`` losses.)
 3. Data detectors on i.i.d. categorical streams drawn from the distributions the simulator
    produced (stationary: false alarms; shifted half-way to a rotated distribution: delay).
-4. End to end: the simulator through ``stream.learner.FeedbackLearner``, the monitor fed with
+4. End to end: the simulator through ``FeedbackLearner``, the monitor fed with
    the learner's own prequential scores (``learner.drift`` if the learner has one, else a
    ``DriftMonitor`` fed by a loop that mirrors the learner: predict, then apply). Three runs
    with one seed: no drift, abrupt drift (``drift_at``, ``drift_share`` 0.5) and gradual drift

@@ -30,12 +30,12 @@ from confluent_kafka import Consumer, KafkaError  # noqa: E402
 from bench.report import machine, replace_section  # noqa: E402
 from consumers.loop import FeedbackConsumer  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
-from stream.broker import EmbeddedBroker, ensure_topics  # noqa: E402
 from stream.config import ConsumerConfig, ModelConfig, Settings, Topics  # noqa: E402
 from stream.events import RatingEvent, encode_event  # noqa: E402
+from stream.kafka.broker import EmbeddedBroker, ensure_topics  # noqa: E402
+from stream.kafka.publisher import EventPublisher  # noqa: E402
 from stream.learner import FeedbackLearner  # noqa: E402
-from stream.mf import OnlineMF  # noqa: E402
-from stream.publisher import EventPublisher  # noqa: E402
+from stream.models import OnlineMF  # noqa: E402
 
 
 def simulated(n: int, seed: int = 42) -> list[bytes]:

@@ -1,6 +1,6 @@
 """The Kafka plumbing of the consumer: group membership, batches, dead letters, checkpoints.
 
-The user logic lives in :class:`stream.learner.FeedbackLearner`; this module only moves
+The user logic lives in :class:`stream.learner.learner.FeedbackLearner`; this module only moves
 bytes between Kafka and it. The order of operations is what makes a crash harmless:
 
 1. consume a batch and apply every message (dead letters are produced as they come);
@@ -33,13 +33,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.checkpoint import CheckpointStore
 from consumers.model_control import ModelControl
-from stream.broker import quiet_client_config
 from stream.config import Settings
+from stream.kafka.broker import quiet_client_config
+from stream.kafka.checkpoint import CheckpointStore
 from stream.learner import FeedbackLearner, Rejection
-from stream.logs import ProgressLog
-from stream.metrics import PipelineMetrics
+from stream.observability.logs import ProgressLog
+from stream.observability.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 

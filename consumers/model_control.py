@@ -18,17 +18,11 @@ from __future__ import annotations
 import logging
 
 from stream.config import Settings
-from stream.control import (
-    ControlReader,
-    ModelActivated,
-    ModelPublished,
-    RetrainFailed,
-    RetrainTrigger,
-    publish_control,
-)
-from stream.history import read_history
+from stream.events import ModelActivated, ModelPublished, RetrainFailed, RetrainTrigger
+from stream.kafka.control import ControlReader, publish_control
+from stream.kafka.history import read_history
 from stream.learner import FeedbackLearner
-from stream.registry import ModelRegistry
+from stream.lifecycle import ModelRegistry
 
 log = logging.getLogger(__name__)
 

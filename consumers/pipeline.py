@@ -21,9 +21,9 @@ import orjson
 from consumers.loop import FeedbackConsumer, RunResult
 from stream.config import Settings
 from stream.events import BaseEvent
+from stream.kafka.publisher import DeliveryStats, EventPublisher
 from stream.learner import FeedbackLearner
-from stream.metrics import PipelineMetrics
-from stream.publisher import DeliveryStats, EventPublisher
+from stream.observability.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """The retrainer worker: retrain requests in, registry versions and announcements out.
 
 It reads the control topic in its own consumer group. For each
-:class:`~stream.control.RetrainRequest` it rebuilds the history the requesting consumer had
+:class:`~stream.kafka.control.RetrainRequest` it rebuilds the history the requesting consumer had
 applied (the events topic up to the request's offsets, through the same filters), runs the
-hyperparameter search and the champion/challenger comparison of :mod:`stream.retrain`,
+hyperparameter search and the champion/challenger comparison of :mod:`stream.lifecycle.retrain`,
 stores the challenger in the registry (made current only if accepted) and announces it with
-:class:`~stream.control.ModelPublished`, or :class:`~stream.control.RetrainFailed`.
+:class:`~stream.kafka.control.ModelPublished`, or :class:`~stream.kafka.control.RetrainFailed`.
 """
 
 from __future__ import annotations
@@ -17,19 +17,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError
 
-from stream.broker import quiet_client_config
 from stream.config import Settings
-from stream.control import (
-    ModelPublished,
-    RetrainFailed,
-    RetrainRequest,
-    decode_control,
-    publish_control,
-)
-from stream.history import read_history
-from stream.metrics import RetrainMetrics
-from stream.registry import ModelRegistry
-from stream.retrain import HoldoutLosses, TrainingData, retrain
+from stream.events import ModelPublished, RetrainFailed, RetrainRequest, decode_control
+from stream.kafka.broker import quiet_client_config
+from stream.kafka.control import publish_control
+from stream.kafka.history import read_history
+from stream.lifecycle import HoldoutLosses, ModelRegistry, TrainingData, retrain
+from stream.observability.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker, ensure_topics
 from stream.config import ConsumerConfig, Settings, Topics
+from stream.kafka.broker import EmbeddedBroker, ensure_topics
 
 
 @pytest.fixture(scope="session")

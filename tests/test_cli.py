@@ -23,7 +23,7 @@ REPORT_KEYS = {
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "cli.app", *args],
         env=env, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -108,7 +108,7 @@ def test_ctrl_c_stops_the_demo_cleanly_and_still_writes_the_report(tmp_path: Pat
     report_path = tmp_path / "r.json"
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "demo", "--events", "5000000", "--report",
+        [sys.executable, "-m", "cli.app", "demo", "--events", "5000000", "--report",
          str(report_path), "--metrics-port", "0", "--state-dir", str(tmp_path / "state")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from consumers.checkpoint import CheckpointStore
 from consumers.loop import FeedbackConsumer
 from stream.config import Settings
+from stream.kafka.checkpoint import CheckpointStore
 from tests.conftest import settings_env
 from tests.test_pipeline_broker import publish_stream
 
@@ -27,7 +27,7 @@ def consume_cli(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
     env["FEEDBACK_LOOP_CONSUMER__CHECKPOINT_EVERY_EVENTS"] = "2000"
     return subprocess.Popen(
         [
-            sys.executable, "-m", "stream.cli", "consume", "--until-end",
+            sys.executable, "-m", "cli.app", "consume", "--until-end",
             "--state-dir", str(state_dir), "--metrics-port", "0", "--log-level", "WARNING",
         ],
         env=env,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stream.config import MetricsConfig, Topics
-from stream.metrics import PipelineMetrics, RetrainMetrics
+from stream.observability.metrics import PipelineMetrics, RetrainMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from consumers.checkpoint import CheckpointStore
 from consumers.loop import FeedbackConsumer
 from consumers.plot import windowed
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import RetrainConfig, Settings, settings_env
-from stream.publisher import EventPublisher
+from stream.kafka.checkpoint import CheckpointStore
+from stream.kafka.publisher import EventPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def retrainer(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     s = scenario_settings(settings, tmp_path)
     log = open(tmp_path / "retrainer.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "retrainer", "--metrics-port", "0"],
+        [sys.executable, "-m", "cli.app", "retrainer", "--metrics-port", "0"],
         env={**settings_env(s)}, stdout=log, stderr=subprocess.STDOUT,
     )
     try:

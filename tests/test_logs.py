@@ -15,9 +15,9 @@ import pytest
 from consumers.loop import FeedbackConsumer
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import Settings
+from stream.kafka.publisher import EventPublisher
 from stream.learner import Counts
-from stream.logs import JsonFormatter, ProgressLog, setup_logging
-from stream.publisher import EventPublisher
+from stream.observability.logs import JsonFormatter, ProgressLog, setup_logging
 from tests.conftest import settings_env
 
 PROGRESS_FIELDS = {
@@ -161,7 +161,7 @@ def test_consumer_progress_line(settings: Settings) -> None:
 def test_consume_json_logs(settings: Settings) -> None:
     end_offsets = publish(settings, 500)
     proc = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "consume", "--until-end", "--json-logs",
+        [sys.executable, "-m", "cli.app", "consume", "--until-end", "--json-logs",
          "--metrics-port", "0", "--state-dir", str(settings.consumer.state_dir)],
         env=settings_env(settings), capture_output=True, text=True, timeout=120,
     )

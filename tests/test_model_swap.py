@@ -11,18 +11,13 @@ import pytest
 
 from consumers.loop import FeedbackConsumer
 from producers.simulator import Simulator, SimulatorConfig
-from stream.bundle import ModelBundle
 from stream.config import RetrainConfig, Settings, settings_env
-from stream.control import (
-    ControlReader,
-    ModelActivated,
-    RetrainRequest,
-    RetrainTrigger,
-    publish_control,
-)
-from stream.metrics import PipelineMetrics
-from stream.publisher import EventPublisher
-from stream.registry import ModelRegistry
+from stream.events import ModelActivated, RetrainRequest, RetrainTrigger
+from stream.kafka.control import ControlReader, publish_control
+from stream.kafka.publisher import EventPublisher
+from stream.lifecycle import ModelRegistry
+from stream.models import ModelBundle
+from stream.observability.metrics import PipelineMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +118,7 @@ def test_rollback_command_reactivates_the_previous_version(
         registry.set_current(v)
     env = {**os.environ, **settings_env(s)}
     proc = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "rollback"], env=env, capture_output=True,
+        [sys.executable, "-m", "cli.app", "rollback"], env=env, capture_output=True,
         text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -135,7 +130,7 @@ def test_rollback_command_reactivates_the_previous_version(
         reader.close()
     assert [m.version for m in messages if isinstance(m, ModelActivated)] == [1]
     again = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "rollback"], env=env, capture_output=True,
+        [sys.executable, "-m", "cli.app", "rollback"], env=env, capture_output=True,
         text=True, timeout=120,
     )
     assert again.returncode == 2 and "roll back" in again.stderr

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from stream.config import ModelConfig
-from stream.engagement import EngagementModel
+from stream.evaluation import BinaryScore, HitRate, RegressionScore
 from stream.events import Context
-from stream.implicit_mf import ImplicitMF
-from stream.mf import CHUNK, OnlineMF
-from stream.prequential import BinaryScore, HitRate, RegressionScore
+from stream.models import EngagementModel, ImplicitMF, OnlineMF
+from stream.models.rating_mf import CHUNK
 
 # --------------------------------------------------------------------------------------
 # synthetic data

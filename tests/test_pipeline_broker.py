@@ -9,12 +9,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError
 
-from consumers.checkpoint import CheckpointStore
 from consumers.loop import FeedbackConsumer
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import Settings
-from stream.metrics import PipelineMetrics
-from stream.publisher import EventPublisher
+from stream.kafka.checkpoint import CheckpointStore
+from stream.kafka.publisher import EventPublisher
+from stream.observability.metrics import PipelineMetrics
 
 pytestmark = pytest.mark.integration
 

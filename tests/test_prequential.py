@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from stream.prequential import BinaryScore, HitRate, RegressionScore
+from stream.evaluation import BinaryScore, HitRate, RegressionScore
 
 
 def brute_force_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -41,10 +41,10 @@ import pytest
 from consumers.loop import FeedbackConsumer
 from consumers.retrainer import RetrainWorker
 from producers.simulator import Simulator, SimulatorConfig
-from stream.broker import ensure_topics
 from stream.config import DriftConfig, RetrainConfig, Settings
-from stream.metrics import PipelineMetrics, RetrainMetrics
-from stream.publisher import EventPublisher
+from stream.kafka.broker import ensure_topics
+from stream.kafka.publisher import EventPublisher
+from stream.observability.metrics import PipelineMetrics, RetrainMetrics
 from tests.conftest import isolated_settings
 from tests.test_pipeline_broker import BAD_MESSAGES as PIPELINE_BAD_MESSAGES
 

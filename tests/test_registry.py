@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from producers.simulator import Simulator, SimulatorConfig
-from stream.bundle import ModelBundle
 from stream.config import ModelConfig
-from stream.registry import ModelRegistry, RegistryError
-from stream.retrain import TrainingData
+from stream.lifecycle import ModelRegistry, RegistryError, TrainingData
+from stream.models import ModelBundle
 
 
 def _trained_bundle(seed: int = 5, n: int = 2000) -> ModelBundle:

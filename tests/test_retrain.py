@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 
 from producers.simulator import Simulator, SimulatorConfig
-from stream.bundle import ModelBundle
 from stream.config import Limits, ModelConfig
 from stream.events import ClickEvent, DwellEvent, ImpressionEvent, RatingEvent
-from stream.retrain import (
+from stream.lifecycle import (
     HoldoutLosses,
     References,
     RetrainOutcome,
@@ -24,6 +23,7 @@ from stream.retrain import (
     quality_loss,
     retrain,
 )
+from stream.models import ModelBundle
 
 LIMITS = Limits()
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from stream.cli import app
-from stream.metrics import PipelineMetrics
-from stream.status import StatusError, collect, render, scrape
+from cli.app import app
+from stream.observability.metrics import PipelineMetrics
+from stream.observability.status import StatusError, collect, render, scrape
 
 
 @pytest.fixture

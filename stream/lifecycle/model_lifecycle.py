@@ -21,9 +21,8 @@ from collections import deque
 from typing import Any
 
 from stream.config import Settings
-from stream.control import ModelPublished, RetrainFailed, RetrainRequest
-from stream.drift import DriftMonitor
-from stream.retrain_policy import Decision, RetrainPolicy
+from stream.drift import Decision, DriftMonitor, RetrainPolicy
+from stream.events import ModelPublished, RetrainFailed, RetrainRequest
 
 log = logging.getLogger(__name__)
 

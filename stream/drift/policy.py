@@ -17,7 +17,7 @@ A manual trigger skips 1, 3 and 4 but not 2. Every signal ends as ``decided`` or
 with its reason, logged and counted in :attr:`RetrainPolicy.outcomes`.
 
 >>> from stream.config import DriftConfig
->>> from stream.drift import Signal
+>>> from stream.drift.detectors import Signal
 >>> policy = RetrainPolicy(DriftConfig(warmup_events=0, confirmations=2))
 >>> policy.consider(Signal("rating_se_adwin", "concept", 100, 0.3, 0.2)) is None
 True
@@ -39,7 +39,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from stream.config import DriftConfig
-from stream.drift import Signal
+from stream.drift.detectors import Signal
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream.config import ModelConfig
-from stream.engagement import EngagementModel
 from stream.events import (
     Event,
     InteractionEvent,
 )
-from stream.implicit_mf import ImplicitMF
-from stream.mf import OnlineMF
+from stream.models.click import EngagementModel
+from stream.models.implicit_mf import ImplicitMF
+from stream.models.rating_mf import OnlineMF
 
 
 def _logit(p: float) -> float:

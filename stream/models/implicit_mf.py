@@ -6,7 +6,7 @@ dwell) have target 1, impressions without a click target 0, and ``weight`` carri
 confidence (long dwell, low weight for negatives). Ranking all known items is one
 matrix-vector product over the item table.
 
-Storage and seeding are those of :class:`stream.mf.FactorTable`, so replays are
+Storage and seeding are those of :class:`stream.models.rating_mf.FactorTable`, so replays are
 bit-identical and scoring never adds users or items.
 
 >>> model = ImplicitMF(factors=4, seed=0)
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import ModelConfig
-from stream.mf import FactorModel, FactorTable
+from stream.models.rating_mf import FactorModel, FactorTable
 
 __all__ = ["ImplicitMF"]
 

@@ -14,7 +14,7 @@ Publishing does not put a version in service: :meth:`ModelRegistry.set_current` 
 the history is a stack). Writers in several processes are serialized by a lock file.
 
 >>> import tempfile
->>> from stream.bundle import ModelBundle
+>>> from stream.models import ModelBundle
 >>> from stream.config import ModelConfig
 >>> reg = ModelRegistry(Path(tempfile.mkdtemp()))
 >>> v1 = reg.publish(ModelBundle.fresh(ModelConfig()), {"note": "first"})
@@ -31,7 +31,7 @@ True
 >>> reg.rollback()
 Traceback (most recent call last):
 ...
-stream.registry.RegistryError: no earlier model version to roll back to (current: 1)
+stream.lifecycle.registry.RegistryError: no earlier model version to roll back to (current: 1)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stream.bundle import ModelBundle
+from stream.models import ModelBundle
 
 __all__ = ["ModelRegistry", "ModelVersion", "RegistryError"]
 

@@ -2,7 +2,7 @@
 
 The history is the events topic itself, read from the beginning up to given offsets and put
 through the same validation, de-duplication and filters as the live learner
-(:class:`HistoryCollector` is a :class:`~stream.learner.FeedbackLearner` that collects
+(:class:`HistoryCollector` is a :class:`~stream.learner.learner.FeedbackLearner` that collects
 interaction events instead of learning them). So the retrainer trains on exactly the events
 the live models learned, in the same order.
 """
@@ -17,7 +17,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from stream.broker import quiet_client_config
 from stream.config import Settings
 from stream.events import (
     ClickEvent,
@@ -26,6 +25,7 @@ from stream.events import (
     InteractionEvent,
     RatingEvent,
 )
+from stream.kafka.broker import quiet_client_config
 from stream.learner import FeedbackLearner
 
 log = logging.getLogger(__name__)

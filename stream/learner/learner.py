@@ -26,9 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from stream.bundle import ModelBundle
 from stream.config import Settings
 from stream.drift import EVENT_TYPE_CODES
+from stream.evaluation import BinaryScore, HitRate, RegressionScore
 from stream.events import (
     ClickEvent,
     DwellEvent,
@@ -42,7 +42,7 @@ from stream.events import (
     decode_event,
 )
 from stream.lifecycle import NO_LOSS, ModelLifecycle
-from stream.prequential import BinaryScore, HitRate, RegressionScore
+from stream.models import ModelBundle
 
 INTERACTION_TYPES = frozenset({"impression", "click", "dwell", "rating"})
 # recall@K of the implicit model on positive events, K as in the report key recall_at_10.

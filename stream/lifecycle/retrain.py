@@ -51,9 +51,7 @@ from typing import Any, cast
 
 import optuna
 
-from stream.bundle import ModelBundle
 from stream.config import Limits, ModelConfig
-from stream.engagement import EngagementModel
 from stream.events import (
     ClickEvent,
     Event,
@@ -63,6 +61,7 @@ from stream.events import (
     RatingEvent,
     UserProfileEvent,
 )
+from stream.models import EngagementModel, ModelBundle
 
 __all__ = [
     "EPOCHS",
@@ -89,7 +88,7 @@ OLDER: tuple[str, ...] = ("skip", "ratings", "once")
 """What happens to the history before the window: left out, only its (sparse) ratings
 learned once first, or all of it learned once first."""
 
-# Probability clip of the log loss, as in stream.prequential.BinaryScore.
+# Probability clip of the log loss, as in stream.evaluation.prequential.BinaryScore.
 _EPS = 1e-15
 
 
@@ -102,7 +101,7 @@ class TrainingData:
 
     ``events`` are admitted interaction events (impression, click, dwell, rating) in stream
     order, already de-duplicated and filtered; ``users`` and ``items`` are the profiles as
-    :class:`stream.learner.FeedbackLearner` keeps them; ``first_index`` is the learner's
+    :class:`stream.learner.learner.FeedbackLearner` keeps them; ``first_index`` is the learner's
     event index of ``events[0]`` (only used to report data ranges).
     """
 

@@ -202,7 +202,7 @@ def _start_retrainer(settings: Settings, bootstrap: str) -> subprocess.Popen[byt
     console.print(f"retrainer started (log: {log_path})")
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "retrainer", "--metrics-port", "0"],
+            [sys.executable, "-m", "cli.app", "retrainer", "--metrics-port", "0"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
 
@@ -219,8 +219,8 @@ def _run_on_embedded_or_cluster(
     rate: float | None = None,
 ) -> None:
     from consumers.pipeline import build_report, run_pipeline
-    from stream.broker import kafka_cluster, stop_process
-    from stream.metrics import PipelineMetrics
+    from stream.kafka.broker import kafka_cluster, stop_process
+    from stream.observability.metrics import PipelineMetrics
 
     metrics = PipelineMetrics()
     port = metrics.serve(settings.metrics.host, metrics_port)
@@ -358,7 +358,7 @@ def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092,
 ) -> None:
     """Run the embedded Kafka-compatible broker (Tansu) until Ctrl-C; data stays in memory."""
-    from stream.broker import EmbeddedBroker, ensure_topics
+    from stream.kafka.broker import EmbeddedBroker, ensure_topics
 
     settings = Settings()
     with EmbeddedBroker(port=port) as b:
@@ -378,8 +378,8 @@ def broker(
 
 
 def _publish(settings: Settings, records: Iterable[Any], total: int | None) -> None:
-    from stream.broker import ensure_topics
-    from stream.publisher import EventPublisher
+    from stream.kafka.broker import ensure_topics
+    from stream.kafka.publisher import EventPublisher
 
     bootstrap = _require_cluster(settings, "publish")
     ensure_topics(bootstrap, settings.topics)
@@ -496,9 +496,9 @@ def consume_command(
     """The long-running consumer: events -> online models, checkpointed; SIGTERM stops it."""
     from consumers.loop import FeedbackConsumer
     from consumers.pipeline import build_report
-    from stream.broker import ensure_topics
-    from stream.logs import setup_logging
-    from stream.metrics import PipelineMetrics
+    from stream.kafka.broker import ensure_topics
+    from stream.observability.logs import setup_logging
+    from stream.observability.metrics import PipelineMetrics
 
     setup_logging(log_level, json_logs)
     settings = _settings(state_dir)
@@ -563,8 +563,8 @@ def retrainer(
 ) -> None:
     """The retrainer worker: serves retrain requests from the control topic until stopped."""
     from consumers.retrainer import RetrainWorker
-    from stream.logs import setup_logging
-    from stream.metrics import RetrainMetrics
+    from stream.observability.logs import setup_logging
+    from stream.observability.metrics import RetrainMetrics
 
     setup_logging(log_level, json_logs)
     settings = _settings()
@@ -582,7 +582,8 @@ def retrain(
     reason: Annotated[str, typer.Option(help="Why (logged and reported).")] = "manual",
 ) -> None:
     """Ask the running consumers to request a retrain now (manual trigger)."""
-    from stream.control import RetrainTrigger, publish_control
+    from stream.events import RetrainTrigger
+    from stream.kafka.control import publish_control
 
     settings = _settings()
     bootstrap = _require_cluster(settings, "retrain")
@@ -597,8 +598,9 @@ def rollback(
     ] = None,
 ) -> None:
     """Make the previous model version current again and tell the consumers to load it."""
-    from stream.control import ModelActivated, publish_control
-    from stream.registry import ModelRegistry, RegistryError
+    from stream.events import ModelActivated
+    from stream.kafka.control import publish_control
+    from stream.lifecycle import ModelRegistry, RegistryError
 
     settings = _settings()
     bootstrap = _require_cluster(settings, "rollback")
@@ -627,7 +629,7 @@ def status(
     """Lag, throughput, dead letters, scores (and drift) of a running consumer, from /metrics."""
     import orjson
 
-    from stream.status import StatusError, collect, render
+    from stream.observability.status import StatusError, collect, render
 
     try:
         info = collect(metrics_url, interval)

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream.broker import quiet_client_config
 from stream.events import BaseEvent, encode_event
+from stream.kafka.broker import quiet_client_config
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The ``feedback-loop`` command line: above stream/, consumers/ and producers/."""

@@ -1,0 +1,56 @@
+"""Feedback events: the typed schema, the wire codec and the control messages."""
+
+from stream.events.codec import InvalidEvent, decode_event, encode_event, event_from_dict
+from stream.events.control import (
+    ControlMessage,
+    ControlMessageBase,
+    ModelActivated,
+    ModelPublished,
+    RetrainFailed,
+    RetrainRequest,
+    RetrainTrigger,
+    decode_control,
+    encode_control,
+)
+from stream.events.schema import (
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    BaseEvent,
+    ClickEvent,
+    Context,
+    DwellEvent,
+    Event,
+    ImpressionEvent,
+    InteractionEvent,
+    ItemProfileEvent,
+    RatingEvent,
+    UserProfileEvent,
+)
+
+__all__ = [
+    "BaseEvent",
+    "ClickEvent",
+    "Context",
+    "ControlMessage",
+    "ControlMessageBase",
+    "DwellEvent",
+    "EVENT_TYPES",
+    "Event",
+    "ImpressionEvent",
+    "InteractionEvent",
+    "InvalidEvent",
+    "ItemProfileEvent",
+    "ModelActivated",
+    "ModelPublished",
+    "RatingEvent",
+    "RetrainFailed",
+    "RetrainRequest",
+    "RetrainTrigger",
+    "SCHEMA_VERSION",
+    "UserProfileEvent",
+    "decode_control",
+    "decode_event",
+    "encode_control",
+    "encode_event",
+    "event_from_dict",
+]

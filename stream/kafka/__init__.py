@@ -1,0 +1,1 @@
+"""Kafka plumbing: clients, the embedded broker, publishing, control, history, checkpoints."""

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, logs, and the status of a running consumer."""
