@@ -14,14 +14,13 @@ import pytest
 from consumers.loop import FeedbackConsumer
 from stream.config import Settings
 from stream.kafka.checkpoint import CheckpointStore
-from tests.conftest import settings_env
-from tests.test_pipeline_broker import publish_stream
+from tests.helpers import child_env, publish_stream
 
 pytestmark = pytest.mark.integration
 
 
 def consume_cli(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
-    env = settings_env(settings)
+    env = child_env(settings)
     # Small batches and frequent checkpoints, so the kill lands between two of them.
     env["FEEDBACK_LOOP_CONSUMER__BATCH_SIZE"] = "300"
     env["FEEDBACK_LOOP_CONSUMER__CHECKPOINT_EVERY_EVENTS"] = "2000"

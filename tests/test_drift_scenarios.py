@@ -14,9 +14,10 @@ import pytest
 from consumers.loop import FeedbackConsumer
 from consumers.plot import windowed
 from producers.simulator import Simulator, SimulatorConfig
-from stream.config import RetrainConfig, Settings, settings_env
+from stream.config import RetrainConfig, Settings
 from stream.kafka.checkpoint import CheckpointStore
 from stream.kafka.publisher import EventPublisher
+from tests.helpers import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def retrainer(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     log = open(tmp_path / "retrainer.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.app", "retrainer", "--metrics-port", "0"],
-        env={**settings_env(s)}, stdout=log, stderr=subprocess.STDOUT,
+        env=child_env(s), stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         yield s

@@ -18,7 +18,7 @@ from stream.config import Settings
 from stream.kafka.publisher import EventPublisher
 from stream.learner import Counts
 from stream.observability.logs import JsonFormatter, ProgressLog, setup_logging
-from tests.conftest import settings_env
+from tests.helpers import child_env
 
 PROGRESS_FIELDS = {
     "events_consumed_total",
@@ -163,7 +163,7 @@ def test_consume_json_logs(settings: Settings) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cli.app", "consume", "--until-end", "--json-logs",
          "--metrics-port", "0", "--state-dir", str(settings.consumer.state_dir)],
-        env=settings_env(settings), capture_output=True, text=True, timeout=120,
+        env=child_env(settings), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lines = [orjson.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]

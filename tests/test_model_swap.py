@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +10,14 @@ import pytest
 
 from consumers.loop import FeedbackConsumer
 from producers.simulator import Simulator, SimulatorConfig
-from stream.config import RetrainConfig, Settings, settings_env
+from stream.config import RetrainConfig, Settings
 from stream.events import ModelActivated, RetrainRequest, RetrainTrigger
 from stream.kafka.control import ControlReader, publish_control
 from stream.kafka.publisher import EventPublisher
 from stream.lifecycle import ModelRegistry
 from stream.models import ModelBundle
 from stream.observability.metrics import PipelineMetrics
+from tests.helpers import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_rollback_command_reactivates_the_previous_version(
     for _ in range(2):
         v = registry.publish(ModelBundle.fresh(s.model), {"event_index": 0}).version
         registry.set_current(v)
-    env = {**os.environ, **settings_env(s)}
+    env = child_env(s)
     proc = subprocess.run(
         [sys.executable, "-m", "cli.app", "rollback"], env=env, capture_output=True,
         text=True, timeout=120,

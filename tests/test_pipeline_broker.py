@@ -3,73 +3,17 @@
 from __future__ import annotations
 
 import urllib.request
-from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError
 
 from consumers.loop import FeedbackConsumer
-from producers.simulator import Simulator, SimulatorConfig
 from stream.config import Settings
 from stream.kafka.checkpoint import CheckpointStore
-from stream.kafka.publisher import EventPublisher
 from stream.observability.metrics import PipelineMetrics
+from tests.helpers import BAD_MESSAGES, publish_stream, read_topic
 
 pytestmark = pytest.mark.integration
-
-BAD_MESSAGES = [
-    b"{not json",
-    b'{"type": "teleport", "event_id": "x1", "user_id": "u00001", "ts": 1.7e9}',
-    b'{"type": "rating", "event_id": "x2", "user_id": "u00001", "item_id": "i00001",'
-    b' "ts": 1.7e9, "rating": 11}',
-    b'{"type": "click", "event_id": "x3", "user_id": "nobody", "item_id": "i00001",'
-    b' "ts": 1.7e9}',
-]
-
-
-def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str, Any]:
-    """Profiles, n events, the bad messages and 50 re-sent duplicates; return what was sent."""
-    sim = Simulator(SimulatorConfig(n_users=300, n_items=200, seed=seed, bot_share=0.05))
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
-    events = list(sim.events(n_events))
-    profiles = list(sim.profiles())
-    for e in profiles:
-        pub.publish(e)
-    for i, e in enumerate(events):
-        pub.publish(e)
-        if i % 1000 == 500 and i // 1000 < len(BAD_MESSAGES):
-            pub.publish(BAD_MESSAGES[i // 1000], key=b"u00001")
-    for e in events[1000:1050]:
-        pub.publish(e)  # redelivered by a retrying producer, say
-    stats = pub.flush()
-    assert stats.failed == 0 and stats.delivered == stats.sent
-    return {"sent": stats.sent, "end_offsets": stats.end_offsets, "profiles": len(profiles)}
-
-
-def read_topic(settings: Settings, topic: str, expected: int) -> list[Any]:
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"{settings.consumer.group_id}-reader",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "session.timeout.ms": 6000,
-        }
-    )
-    c.subscribe([topic])
-    out: list[Any] = []
-    try:
-        for _ in range(60):
-            for m in c.consume(1000, 1.0):
-                if m.error() is None:
-                    out.append(m)
-                elif m.error().code() == KafkaError._PARTITION_EOF and len(out) >= expected:
-                    return out
-    finally:
-        c.close()
-    return out
-
 
 def test_counts_reconcile_and_dead_letters_carry_reasons(settings: Settings) -> None:
     sent = publish_stream(settings, 20_000)
@@ -90,7 +34,7 @@ def test_counts_reconcile_and_dead_letters_carry_reasons(settings: Settings) -> 
     assert c.duplicates == 50
     assert c.filtered > 0  # the simulator's bots
 
-    letters = read_topic(settings, settings.topics.dead_letters, len(BAD_MESSAGES))
+    letters = read_topic(settings, settings.topics.dead_letters)
     assert sorted(m.value() for m in letters) == sorted(BAD_MESSAGES)
     for m in letters:
         headers = dict(m.headers())

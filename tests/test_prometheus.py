@@ -45,8 +45,8 @@ from stream.config import DriftConfig, RetrainConfig, Settings
 from stream.kafka.broker import ensure_topics
 from stream.kafka.publisher import EventPublisher
 from stream.observability.metrics import PipelineMetrics, RetrainMetrics
-from tests.conftest import isolated_settings
-from tests.test_pipeline_broker import BAD_MESSAGES as PIPELINE_BAD_MESSAGES
+from tests.helpers import BAD_MESSAGES as PIPELINE_BAD_MESSAGES
+from tests.helpers import isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
