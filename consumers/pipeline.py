@@ -20,15 +20,11 @@ import orjson
 
 from consumers.loop import FeedbackConsumer, RunResult
 from stream.config import Settings
-from stream.events import BaseEvent
-from stream.kafka.publisher import DeliveryStats, EventPublisher
+from stream.kafka.publisher import DeliveryStats, EventPublisher, Record
 from stream.learner import FeedbackLearner
 from stream.observability.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
-
-Record = BaseEvent | dict[str, Any] | bytes
-
 
 @dataclass
 class PipelineResult:

@@ -21,6 +21,11 @@ from stream.kafka.broker import quiet_client_config
 
 log = logging.getLogger(__name__)
 
+#: What a producer hands to the publisher: a typed event, a dict in the event schema, or raw
+#: bytes (published as they are; the consumer validates them).
+Record = BaseEvent | dict[str, Any] | bytes
+
+
 @dataclass
 class DeliveryStats:
     """What the broker acknowledged; ``end_offsets`` is the next offset per partition."""
@@ -36,7 +41,7 @@ class DeliveryStats:
         return self.sent - self.delivered - self.failed
 
 
-def event_key(record: BaseEvent | dict[str, Any] | bytes) -> bytes | None:
+def event_key(record: Record) -> bytes | None:
     """Partition key: the user (so one user's events stay in order), else the item."""
     if isinstance(record, bytes):
         return None
@@ -77,7 +82,7 @@ class EventPublisher:
             self.stats.end_offsets[part] = nxt
 
     def publish(
-        self, record: BaseEvent | dict[str, Any] | bytes, key: bytes | None = None
+        self, record: Record, key: bytes | None = None
     ) -> None:
         if isinstance(record, bytes):
             value = record
