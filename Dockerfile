@@ -22,6 +22,7 @@ COPY README.md ./
 COPY stream ./stream
 COPY consumers ./consumers
 COPY producers ./producers
+COPY cli ./cli
 RUN pip install --no-deps . \
     && cd / && rm -rf /src
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -20,9 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The unit tests and doctests only: no broker, nothing slow (under a minute).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not slow and not scenario"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy stream consumers producers bench
+	$(VENV)/bin/mypy stream consumers producers bench cli
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/throughput.py

@@ -426,7 +426,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
 
     lines = [
-        "## Drift detection (`stream/drift.py`)",
+        "## Drift detection (`stream/drift/`)",
         "",
         f"Machine: {machine()}.",
         f"Command: `{command.strip()}` ({elapsed:.0f} s).",

@@ -79,7 +79,7 @@ def end_to_end(raws: list[bytes], repeats: int) -> dict[str, Any]:
                 bootstrap_servers=bootstrap,
                 topics=Topics(
                     events=f"{tag}.events", dead_letters=f"{tag}.dlq",
-                    control=f"{tag}.control", models=f"{tag}.models",
+                    control=f"{tag}.control",
                 ),
                 consumer=ConsumerConfig(
                     group_id=f"bench-{tag}", state_dir=Path(tempfile.mkdtemp())

@@ -10,21 +10,42 @@ Between two batches the consumer calls :meth:`ModelControl.between_batches`, whi
 3. asks the learner's lifecycle for a retrain decision and publishes it as a request.
 
 The swap is independent of when it lands: the result is the batch model plus every later
-event, in order, whatever batch it happens between.
+event, in order, whatever batch it happens between. A version missing from (or corrupt in)
+the registry is logged and recorded in :attr:`ModelControl.skipped`; the consumer goes on
+with the models it has.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from stream.config import Settings
 from stream.events import ModelActivated, ModelPublished, RetrainFailed, RetrainTrigger
 from stream.kafka.control import ControlReader, publish_control
 from stream.kafka.history import read_history
 from stream.learner import FeedbackLearner
-from stream.lifecycle import ModelRegistry
+from stream.lifecycle import ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeferredSwap:
+    """A version to swap in once the consumer has applied its history (``history_end``
+    messages, the event index the version's training data ends at)."""
+
+    version: int
+    history_end: int
+
+
+@dataclass(frozen=True)
+class SkippedVersion:
+    """A model version the consumer was told to swap in but could not load, and why."""
+
+    message: str  # what named it: the control message type, or "swap" for a failed load
+    version: int
+    error: str
 
 
 class ModelControl:
@@ -39,7 +60,9 @@ class ModelControl:
             bootstrap_servers, settings.topics.control, learner.lifecycle.control_offset
         )
         # Swaps whose history ends beyond what this consumer has applied yet.
-        self._deferred: list[tuple[int, int]] = []
+        self._deferred: list[DeferredSwap] = []
+        # Versions missing from (or corrupt in) the registry: logged, recorded, skipped.
+        self.skipped: list[SkippedVersion] = []
 
     def between_batches(self, offsets: dict[tuple[str, int], int]) -> bool:
         """Act on the control topic and the drift policy; True if the models changed."""
@@ -55,18 +78,31 @@ class ModelControl:
                     "model version %d published (accepted=%s)", msg.version, msg.accepted
                 )
                 if life.published(msg, consumed):
-                    self._deferred.append((msg.version, msg.event_index))
+                    self._deferred.append(DeferredSwap(msg.version, msg.event_index))
             elif isinstance(msg, RetrainFailed):
                 log.error("retrain %s failed: %s", msg.request_id, msg.error)
                 life.failed(msg, consumed)
             elif isinstance(msg, ModelActivated):
-                meta = self.registry.get(msg.version).metadata
                 log.warning("model version %d activated (%s)", msg.version, msg.reason)
-                self._deferred.append((msg.version, int(meta["event_index"])))
-        ready = [(v, i) for v, i in self._deferred if i <= consumed]
-        for version, history_end in ready:
-            self._deferred.remove((version, history_end))
-            self.swap(version, history_end, offsets)
+                try:
+                    meta = self.registry.get(msg.version).metadata
+                except RegistryError as err:
+                    self._skip(msg.type, msg.version, err)
+                    continue
+                history_end = meta.get("event_index")
+                if not isinstance(history_end, int):  # where to catch up from is unknown
+                    self._skip(msg.type, msg.version, "no event_index in its metadata")
+                    continue
+                self._deferred.append(DeferredSwap(msg.version, history_end))
+        ready = [d for d in self._deferred if d.history_end <= consumed]
+        self._deferred = [d for d in self._deferred if d.history_end > consumed]
+        for d in ready:
+            try:
+                self.swap(d.version, d.history_end, offsets)
+            except RegistryError as err:
+                self._skip("swap", d.version, err)
+                life.swap_failed(d.version, consumed, f"{type(err).__name__}: {err}")
+                continue
             changed = True
         # Nothing applied yet (e.g. still joining the group): no history to retrain on.
         decision = life.review(consumed) if consumed else None
@@ -95,6 +131,10 @@ class ModelControl:
             "swapped in model version %d at event %d (%d events learned on top)",
             version, self.learner.counts.consumed, n,
         )
+
+    def _skip(self, message: str, version: int, err: Exception | str) -> None:
+        log.error("cannot act on %s of model version %d: %s", message, version, err)
+        self.skipped.append(SkippedVersion(message, version, str(err)))
 
     def close(self) -> None:
         self.reader.close()

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,13 @@ from stream.observability.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class PipelineResult:
     run: RunResult
     published: DeliveryStats
     publish_seconds: float
     interrupted: bool
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _PublisherThread(threading.Thread):

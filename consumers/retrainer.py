@@ -15,11 +15,9 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
-
 from stream.config import Settings
 from stream.events import ModelPublished, RetrainFailed, RetrainRequest, decode_control
-from stream.kafka.broker import quiet_client_config
+from stream.kafka import clients
 from stream.kafka.control import publish_control
 from stream.kafka.history import read_history
 from stream.lifecycle import HoldoutLosses, ModelRegistry, TrainingData, retrain
@@ -48,25 +46,17 @@ class RetrainWorker:
         self._stop.set()
 
     def run(self, max_requests: int | None = None) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap_servers,
-                "group.id": self.settings.retrain.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": self.settings.consumer.session_timeout_ms,
-                **quiet_client_config(),
-            }
+        consumer = clients.group_consumer(
+            self.bootstrap_servers,
+            self.settings.retrain.group_id,
+            session_timeout_ms=self.settings.consumer.session_timeout_ms,
         )
         consumer.subscribe([self.settings.topics.control])
         log.info("retrainer waiting for requests on %s", self.settings.topics.control)
         try:
             while not self._stop.is_set():
                 for msg in consumer.consume(10, 0.5):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("control topic error: %s", err)
+                    if not clients.is_data(msg, source="control topic"):
                         continue
                     try:
                         request = decode_control(msg.value() or b"")

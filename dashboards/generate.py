@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ CONCEPT_DETECTORS = 'detector=~"engagement_logloss_.+|rating_se_.+"'
 DATA_DETECTORS = 'detector=~".+_(js|psi)"'
 
 Panel = dict[str, Any]
+# A panel with its width and height on the 24-column grid; a row is a title and its cells.
+Cell = tuple[Panel, int, int]
+Row = tuple[str, list[Cell]]
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -219,11 +223,32 @@ def drift_vs_threshold(title: str, description: str, matcher: str) -> Panel:
     )
 
 
-def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
-    """Rows of (panel, width, height); widths of a line add up to 24."""
-    consumed = "sum(rate(feedback_loop_events_consumed_total[1m]))"
-    dead = "sum(rate(feedback_loop_events_dead_lettered_total[1m]))"
-    overview = [
+# Rates shared by the Overview and Throughput rows.
+CONSUMED = "sum(rate(feedback_loop_events_consumed_total[1m]))"
+DEAD_LETTERED = "sum(rate(feedback_loop_events_dead_lettered_total[1m]))"
+
+# (title, metric, description) of the prequential scores, and their panel widths.
+QUALITY_METRICS = (
+    ("RMSE", "feedback_loop_prequential_rmse", "Prequential RMSE of rating predictions."),
+    ("MAE", "feedback_loop_prequential_mae", "Prequential MAE of rating predictions."),
+    (
+        "Log loss",
+        "feedback_loop_prequential_logloss",
+        "Prequential log loss of click predictions.",
+    ),
+    ("AUC", "feedback_loop_prequential_auc", "Prequential ROC AUC of click predictions."),
+    (
+        "Recall@10",
+        "feedback_loop_prequential_recall_at_10",
+        "Share of positive implicit events whose item was in the top 10 before learning.",
+    ),
+)
+QUALITY_WIDTHS = (12, 12, 8, 8, 8)
+
+
+def overview_row() -> Row:
+    """Is the consumer up, how fast it goes, what it rejects, how far behind it is."""
+    return "Overview", [
         (
             stat(
                 "Consumer up",
@@ -234,7 +259,7 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             4,
             4,
         ),
-        (stat("Consumed", "Messages consumed per second.", consumed, "ops"), 5, 4),
+        (stat("Consumed", "Messages consumed per second.", CONSUMED, "ops"), 5, 4),
         (
             stat(
                 "Applied",
@@ -249,7 +274,7 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             stat(
                 "Dead-letter ratio",
                 "Share of consumed messages sent to the dead-letter topic (alert above 5%).",
-                f"{dead} / {consumed}",
+                f"{DEAD_LETTERED} / {CONSUMED}",
                 "percentunit",
                 (("green", None), ("orange", 0.01), ("red", 0.05)),
                 decimals=2,
@@ -268,7 +293,11 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             4,
         ),
     ]
-    throughput = [
+
+
+def throughput_row() -> Row:
+    """Messages consumed by type, and what became of them."""
+    return "Throughput", [
         (
             timeseries(
                 "Throughput by event type",
@@ -291,7 +320,7 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
                 "What became of consumed events, per second.",
                 targets(
                     ("sum(rate(feedback_loop_events_applied_total[1m]))", "applied"),
-                    (dead, "dead-lettered"),
+                    (DEAD_LETTERED, "dead-lettered"),
                     ("sum(rate(feedback_loop_events_filtered_total[1m]))", "filtered"),
                     ("sum(rate(feedback_loop_events_duplicate_total[1m]))", "duplicate"),
                 ),
@@ -333,7 +362,11 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
-    latency = [
+
+
+def latency_row() -> Row:
+    """Batch processing time and event latency quantiles."""
+    return "Latency", [
         (
             timeseries(
                 "Batch processing time",
@@ -355,7 +388,11 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
-    lag = [
+
+
+def consumer_lag_row() -> Row:
+    """Messages not yet consumed, per partition."""
+    return "Consumer lag", [
         (
             timeseries(
                 "Consumer lag by partition",
@@ -371,22 +408,11 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
-    quality_metrics = (
-        ("RMSE", "feedback_loop_prequential_rmse", "Prequential RMSE of rating predictions."),
-        ("MAE", "feedback_loop_prequential_mae", "Prequential MAE of rating predictions."),
-        (
-            "Log loss",
-            "feedback_loop_prequential_logloss",
-            "Prequential log loss of click predictions.",
-        ),
-        ("AUC", "feedback_loop_prequential_auc", "Prequential ROC AUC of click predictions."),
-        (
-            "Recall@10",
-            "feedback_loop_prequential_recall_at_10",
-            "Share of positive implicit events whose item was in the top 10 before learning.",
-        ),
-    )
-    quality = [
+
+
+def quality_row() -> Row:
+    """Test-then-train scores of the online models."""
+    return "Prequential quality", [
         (
             timeseries(
                 title,
@@ -397,11 +423,13 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             width,
             8,
         )
-        for (title, metric, description), width in zip(
-            quality_metrics, (12, 12, 8, 8, 8), strict=True
-        )
+        for (title, metric, description), width in zip(QUALITY_METRICS, QUALITY_WIDTHS, strict=True)
     ]
-    checkpoints = [
+
+
+def checkpoints_row() -> Row:
+    """How often checkpoints are written, and how long they take."""
+    return "Checkpoints", [
         (
             timeseries(
                 "Checkpoints per minute",
@@ -422,7 +450,11 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
-    drift = [
+
+
+def drift_row() -> Row:
+    """Model version, drift detectors against their thresholds, retrain signals."""
+    return "Drift and retraining", [
         (
             stat(
                 "Model version",
@@ -528,7 +560,11 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
-    retrainer = [
+
+
+def retrainer_row() -> Row:
+    """The retrainer process: retrains, their duration, the search's trials."""
+    return "Retrainer", [
         (
             stat(
                 "Retrainer up",
@@ -622,16 +658,23 @@ def rows() -> list[tuple[str, list[tuple[Panel, int, int]]]]:
             8,
         ),
     ]
-    return [
-        ("Overview", overview),
-        ("Throughput", throughput),
-        ("Latency", latency),
-        ("Consumer lag", lag),
-        ("Prequential quality", quality),
-        ("Checkpoints", checkpoints),
-        ("Drift and retraining", drift),
-        ("Retrainer", retrainer),
-    ]
+
+
+ROWS: tuple[Callable[[], Row], ...] = (
+    overview_row,
+    throughput_row,
+    latency_row,
+    consumer_lag_row,
+    quality_row,
+    checkpoints_row,
+    drift_row,
+    retrainer_row,
+)
+
+
+def rows() -> list[Row]:
+    """Rows of (panel, width, height); widths of a line add up to 24."""
+    return [row() for row in ROWS]
 
 
 def annotation(name: str, expr: str, color: str, title: str) -> dict[str, Any]:

@@ -5,34 +5,47 @@ variables prefixed ``FEEDBACK_LOOP_`` (nested fields with ``__``, e.g.
 ``FEEDBACK_LOOP_MODEL__FACTORS=32``), and the defaults below. ``KAFKA_BOOTSTRAP_SERVERS`` is
 read without prefix: when it is unset the project starts its embedded broker.
 
+Settings are frozen: a process derives the variant it needs instead of changing a shared one.
+
 >>> cfg = Settings(limits=Limits(rating_max=5))
 >>> cfg.topics.events
 'feedback.events'
 >>> cfg.limits.rating_max
 5.0
+>>> cfg.consumer.group_id = "other"
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ConsumerConfig
+...
+>>> other = cfg.model_copy(update={"consumer": cfg.consumer.model_copy(update={"group_id": "b"})})
+>>> other.consumer.group_id, cfg.consumer.group_id
+('b', 'feedback-loop')
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Topics(BaseModel):
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Topics(_Frozen):
     """Kafka topic names."""
 
     events: str = "feedback.events"
     dead_letters: str = "feedback.dead-letters"
     control: str = "feedback.control"
-    models: str = "feedback.models"
     # One partition keeps a total order of events, which is what makes a replay give the
     # same models bit for bit. More partitions scale out but interleave item updates.
     events_partitions: int = Field(default=1, ge=1)
 
 
-class Limits(BaseModel):
+class Limits(_Frozen):
     """Validation limits applied to every incoming event."""
 
     rating_min: float = 1.0
@@ -55,7 +68,7 @@ class Limits(BaseModel):
         return self
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(_Frozen):
     """Hyperparameters of the online models."""
 
     factors: int = Field(default=16, ge=1, le=512)
@@ -74,7 +87,7 @@ class ModelConfig(BaseModel):
     seed: int = 42
 
 
-class ConsumerConfig(BaseModel):
+class ConsumerConfig(_Frozen):
     """Behaviour of the long-running consumer."""
 
     group_id: str = "feedback-loop"
@@ -90,7 +103,7 @@ class ConsumerConfig(BaseModel):
     session_timeout_ms: int = Field(default=6000, ge=1000)
 
 
-class DriftConfig(BaseModel):
+class DriftConfig(_Frozen):
     """Drift detection and the policy that turns its signals into retrain decisions."""
 
     enabled: bool = True
@@ -104,14 +117,14 @@ class DriftConfig(BaseModel):
     # ... nor within this many events of the previous retrain request.
     cooldown_events: int = Field(default=30_000, ge=0)
     # Decide on `confirmations` distinct detectors alarming within `confirm_within` events,
-    # or on `data_confirmations` data-drift alarms (see stream/retrain_policy.py); other
+    # or on `data_confirmations` data-drift alarms (see stream/drift/policy.py); other
     # signals are logged and counted, not acted on.
     confirm_within: int = Field(default=60_000, ge=0)
     confirmations: int = Field(default=2, ge=1)
     data_confirmations: int = Field(default=1, ge=1)
 
 
-class RetrainConfig(BaseModel):
+class RetrainConfig(_Frozen):
     """Batch retrain: history split, hyperparameter search, registry."""
 
     registry_dir: Path = Path("registry")
@@ -124,16 +137,17 @@ class RetrainConfig(BaseModel):
     group_id: str = "feedback-loop-retrainer"
 
 
-class MetricsConfig(BaseModel):
+class MetricsConfig(_Frozen):
+    """Where the /metrics endpoints listen (their ports are each command's --metrics-port)."""
+
     host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535)
 
 
 class Settings(BaseSettings):
     """Everything a feedback-loop process needs to know."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FEEDBACK_LOOP_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="FEEDBACK_LOOP_", env_nested_delimiter="__", extra="ignore", frozen=True
     )
 
     bootstrap_servers: str | None = Field(

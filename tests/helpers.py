@@ -6,15 +6,18 @@ Test modules import from here, never from each other.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import ConsumerConfig, Settings, Topics, settings_env
+from stream.kafka import clients
 from stream.kafka.publisher import EventPublisher
 
 
@@ -27,10 +30,36 @@ def isolated_settings(bootstrap: str, state_dir: Path, **consumer: object) -> Se
             events=f"{tag}.events",
             dead_letters=f"{tag}.dead-letters",
             control=f"{tag}.control",
-            models=f"{tag}.models",
         ),
         consumer=ConsumerConfig(group_id=f"g-{tag}", state_dir=state_dir, **consumer),  # type: ignore[arg-type]
     )
+
+
+def derived(settings: Settings, topics: dict[str, Any] | None = None, **consumer: Any) -> Settings:
+    """A copy of (frozen) ``settings`` with these consumer fields and topic names changed."""
+    return settings.model_copy(
+        update={
+            "consumer": settings.consumer.model_copy(update=consumer),
+            "topics": settings.topics.model_copy(update=topics or {}),
+        }
+    )
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 120.0,
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
+) -> None:
+    """Return as soon as ``condition()`` holds; fail after ``timeout`` or if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            out = [o for o in proc.communicate() if o]
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {out!r}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {timeout}s")
+        time.sleep(0.01)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -49,13 +78,13 @@ BAD_MESSAGES = [
 
 
 def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str, Any]:
-    """Profiles, n events, the bad messages and 50 re-sent duplicates; return what was sent."""
+    """Profiles, n events, the bad messages and 50 events re-sent; return what was sent."""
     sim = Simulator(SimulatorConfig(n_users=300, n_items=200, seed=seed, bot_share=0.05))
     pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
     events = list(sim.events(n_events))
     profiles = list(sim.profiles())
-    for e in profiles:
-        pub.publish(e)
+    for profile in profiles:
+        pub.publish(profile)
     for i, e in enumerate(events):
         pub.publish(e)
         if i % 1000 == 500 and i // 1000 < len(BAD_MESSAGES):
@@ -69,14 +98,7 @@ def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str
 
 def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[Message]:
     """Every message of ``topic``, read from the start of each partition to its end."""
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
+    c = clients.reader(settings.bootstrap_servers or "", "test-reader", partition_eof=True)
     partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Message] = []
@@ -87,11 +109,8 @@ def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[Me
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: only partitions {sorted(at_end)} read to the end")
             for m in c.consume(1000, 0.5):
-                err = m.error()
-                if err is None:
+                if clients.is_data(m, at_end):
                     out.append(m)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(m.partition() or 0)
     finally:
         c.close()
     return out

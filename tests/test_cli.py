@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from producers.simulator import Simulator, SimulatorConfig
 from stream.events import encode_event
+from tests.helpers import wait_until
 
 REPORT_KEYS = {
     "consumed", "applied", "dead_lettered", "filtered", "duplicates", "rmse", "mae", "logloss",
@@ -37,6 +39,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_demo_runs_the_loop_and_beats_naive_baselines(tmp_path: Path) -> None:
     report_path = tmp_path / "r.json"
     proc = run_cli("demo", "--events", "30000", "--report", str(report_path),
@@ -58,6 +61,7 @@ def test_demo_runs_the_loop_and_beats_naive_baselines(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_replay_of_an_events_file_on_the_embedded_broker(tmp_path: Path) -> None:
     sim = Simulator(SimulatorConfig(n_users=50, n_items=40, seed=1))
     lines = [encode_event(e) for e in [*sim.profiles(), *sim.events(3000)]]
@@ -75,6 +79,7 @@ def test_replay_of_an_events_file_on_the_embedded_broker(tmp_path: Path) -> None
     assert report_path.with_suffix(".png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_evaluate_matches_replay_semantics_without_a_broker(tmp_path: Path) -> None:
     sim = Simulator(SimulatorConfig(n_users=50, n_items=40, seed=1))
     events = [*sim.profiles(), *sim.events(3000)]
@@ -101,10 +106,8 @@ def test_consume_without_a_broker_explains_what_to_do() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_ctrl_c_stops_the_demo_cleanly_and_still_writes_the_report(tmp_path: Path) -> None:
-    import signal
-    import time
-
     report_path = tmp_path / "r.json"
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     proc = subprocess.Popen(
@@ -113,10 +116,8 @@ def test_ctrl_c_stops_the_demo_cleanly_and_still_writes_the_report(tmp_path: Pat
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     checkpoint = tmp_path / "state" / "checkpoint.pkl"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():  # the consumer is running and has applied events
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    # Ready: the consumer is running and has checkpointed events.
+    wait_until(checkpoint.exists, "a checkpoint written", proc=proc)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

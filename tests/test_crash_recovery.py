@@ -1,25 +1,152 @@
-"""SIGKILL the consumer process mid-stream, restart it, and compare with an uninterrupted run."""
+"""Crash the consumer at every point that matters, restart it, compare with an uninterrupted run.
+
+In-process crashes are injected deterministically with ``CrashAt`` (after N messages, or at
+each step of a checkpoint commit); a crash behaves like process death: nothing is saved on
+the way out. One test SIGKILLs a real consumer process; one checks SIGTERM's graceful stop.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from consumers.loop import FeedbackConsumer
 from stream.config import Settings
-from stream.kafka.checkpoint import CheckpointStore
-from tests.helpers import child_env, publish_stream
+from stream.kafka.broker import ensure_topics
+from stream.kafka.checkpoint import (
+    CheckpointError,
+    CheckpointStore,
+    CommitStep,
+    Crash,
+    CrashAt,
+    SavedCheckpoint,
+)
+from stream.learner import FeedbackLearner
+from tests.helpers import (
+    BAD_MESSAGES,
+    child_env,
+    derived,
+    isolated_settings,
+    publish_stream,
+    read_topic,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def consume_cli(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
+@dataclass
+class Stream:
+    settings: Settings
+    sent: int
+    end_offsets: dict[int, int]
+    reference: FeedbackLearner  # the learner of an uninterrupted run over the whole stream
+
+
+@pytest.fixture(scope="module")
+def stream(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Stream:
+    """One published stream and its uninterrupted reference run, shared by the crash tests."""
+    # Small batches and frequent checkpoints: several commits per run to crash in.
+    settings = isolated_settings(
+        bootstrap, tmp_path_factory.mktemp("reference"),
+        batch_size=1000, checkpoint_every_events=3000,
+    )
+    ensure_topics(bootstrap, settings.topics)
+    sent = publish_stream(settings, 15_000, seed=11)
+    ref = FeedbackConsumer(settings, bootstrap)
+    ref.stop_at(sent["end_offsets"])
+    return Stream(settings, sent["sent"], sent["end_offsets"], ref.run().learner)
+
+
+def own_run(stream: Stream, tmp_path: Path) -> Settings:
+    """The stream's settings with a state dir, a group and a dead-letter topic of this test."""
+    tag = tmp_path.name
+    s = derived(
+        stream.settings,
+        topics={"dead_letters": f"{stream.settings.topics.dead_letters}.{tag}"},
+        state_dir=tmp_path / "state",
+        group_id=f"{stream.settings.consumer.group_id}-{tag}",
+    )
+    ensure_topics(s.bootstrap_servers or "", s.topics)
+    return s
+
+
+def crash_then_restart(
+    stream: Stream, settings: Settings, crash: CrashAt
+) -> SavedCheckpoint | None:
+    """Run until ``crash``, check what it left on disk, restart, check the final state.
+
+    Return the checkpoint the crash left behind.
+    """
+    store = CheckpointStore(settings.consumer.state_dir)
+    first = FeedbackConsumer(settings, settings.bootstrap_servers or "", faults=crash)
+    first.stop_at(stream.end_offsets)
+    with pytest.raises(Crash):
+        first.run()
+    assert crash.crashed
+    with pytest.raises(RuntimeError, match="failed"):  # its learner is ahead of the disk
+        first.run()
+
+    left = store.load()
+    if left is not None:  # a checkpoint is never ahead (or behind) the offsets it holds
+        assert left.state.counts.consumed == sum(left.offsets.values()) < stream.sent
+
+    second = FeedbackConsumer(settings, settings.bootstrap_servers or "")
+    assert second.restore() is (left is not None)
+    second.stop_at(stream.end_offsets)
+    learner = second.run().learner
+
+    assert learner.counts.consumed == stream.sent
+    assert learner.counts.reconciles()
+    assert learner.state_equal(stream.reference)
+    final = store.load()
+    assert final is not None
+    topic = settings.topics.events
+    assert final.offsets == {(topic, p): o for p, o in stream.end_offsets.items()}
+    # Dead letters are at-least-once: every rejected message, each from one source offset.
+    letters = read_topic(settings, settings.topics.dead_letters)
+    sources: dict[bytes | None, set[str | bytes | None]] = defaultdict(set)
+    for m in letters:
+        sources[m.value()].add(dict(m.headers() or [])["source.offset"])
+    assert set(sources) == set(BAD_MESSAGES)
+    assert all(len(offsets) == 1 for offsets in sources.values()), sources
+    return left
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.45, 1.0], ids=["first", "middle", "last"])
+def test_crash_after_n_messages(stream: Stream, tmp_path: Path, fraction: float) -> None:
+    # After the first message, mid-stream between two checkpoints, before the last message.
+    n = min(max(int(stream.sent * fraction), 1), stream.sent - 1)
+    left = crash_then_restart(stream, own_run(stream, tmp_path), CrashAt(messages=n))
+    if fraction == 0.0:
+        assert left is None
+    else:
+        assert left is not None and left.state.counts.consumed < n
+
+
+@pytest.mark.parametrize("step", list(CommitStep), ids=[s.value for s in CommitStep])
+def test_crash_at_each_commit_step(stream: Stream, tmp_path: Path, step: CommitStep) -> None:
+    # The second commit: a first checkpoint exists, so the restart restores one.
+    left = crash_then_restart(stream, own_run(stream, tmp_path), CrashAt(step=step, commit=2))
+    assert left is not None
+
+
+def test_crash_before_the_first_save_leaves_no_checkpoint(
+    stream: Stream, tmp_path: Path
+) -> None:
+    left = crash_then_restart(
+        stream, own_run(stream, tmp_path), CrashAt(step=CommitStep.AFTER_FLUSH, commit=1)
+    )
+    assert left is None  # the restart started from the beginning of the topic
+
+
+def consume_cli(settings: Settings) -> subprocess.Popen[bytes]:
     env = child_env(settings)
     # Small batches and frequent checkpoints, so the kill lands between two of them.
     env["FEEDBACK_LOOP_CONSUMER__BATCH_SIZE"] = "300"
@@ -27,7 +154,8 @@ def consume_cli(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable, "-m", "cli.app", "consume", "--until-end",
-            "--state-dir", str(state_dir), "--metrics-port", "0", "--log-level", "WARNING",
+            "--state-dir", str(settings.consumer.state_dir), "--metrics-port", "0",
+            "--log-level", "WARNING",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -35,40 +163,34 @@ def consume_cli(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_then_restart_gives_identical_models(
     settings: Settings, tmp_path: Path
 ) -> None:
     sent = publish_stream(settings, 60_000, seed=11)
-    state = tmp_path / "killed"
-    store = CheckpointStore(state)
+    killed = derived(settings, state_dir=tmp_path / "killed")
+    store = CheckpointStore(killed.consumer.state_dir)
 
-    proc = consume_cli(settings, state)
-    deadline = time.monotonic() + 120
-    while not store.path.exists():
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        assert time.monotonic() < deadline, "no checkpoint written in time"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc = consume_cli(killed)
+    # Ready to kill: a first checkpoint is on disk (written atomically, so whole).
+    wait_until(store.path.exists, "a checkpoint written", proc=proc)
+    proc.kill()
     proc.wait()
     killed_at = store.load()
     assert killed_at is not None
     assert 0 < killed_at.state.counts.consumed < sent["sent"], "kill did not land mid-stream"
 
-    proc = consume_cli(settings, state)
+    proc = consume_cli(killed)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out.decode()
     after_restart = store.load()
     assert after_restart is not None
 
-    ref_settings = settings.model_copy(
-        update={
-            "consumer": settings.consumer.model_copy(
-                update={"group_id": settings.consumer.group_id + "-ref",
-                        "state_dir": tmp_path / "reference"}
-            )
-        }
+    ref = FeedbackConsumer(
+        derived(settings, group_id=settings.consumer.group_id + "-ref",
+                state_dir=tmp_path / "reference"),
+        settings.bootstrap_servers or "",
     )
-    ref = FeedbackConsumer(ref_settings, settings.bootstrap_servers or "")
     ref.stop_at(sent["end_offsets"])
     reference = ref.run().learner
 
@@ -85,13 +207,10 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits(
     settings: Settings, tmp_path: Path
 ) -> None:
     sent = publish_stream(settings, 60_000, seed=13)
-    state = tmp_path / "graceful"
-    store = CheckpointStore(state)
-    proc = consume_cli(settings, state)
-    deadline = time.monotonic() + 120
-    while not store.path.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
+    graceful = derived(settings, state_dir=tmp_path / "graceful")
+    store = CheckpointStore(graceful.consumer.state_dir)
+    proc = consume_cli(graceful)
+    wait_until(store.path.exists, "a checkpoint written", proc=proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()
@@ -102,3 +221,15 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits(
     assert 0 < c.consumed < sent["sent"] and c.reconciles()
     # The saved offsets are exactly where the applied events end: nothing in flight was lost.
     assert sum(final.offsets.values()) == c.consumed
+
+
+def test_the_constructor_does_no_io(tmp_path: Path) -> None:
+    """Nothing is read before run() or restore(): not even an unreadable checkpoint."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "checkpoint.pkl").write_bytes(b"not a pickle")
+    settings = isolated_settings("127.0.0.1:1", state)  # no broker there either
+    consumer = FeedbackConsumer(settings, "127.0.0.1:1", faults=CrashAt(messages=1))
+    assert not consumer.restored and consumer.learner.counts.consumed == 0
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        consumer.restore()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stream.config import MetricsConfig, Topics
+from stream.config import Topics
 from stream.observability.metrics import PipelineMetrics, RetrainMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +32,7 @@ GENERATOR = ROOT / "dashboards" / "generate.py"
 METRIC_NAME = re.compile(r"feedback_loop_[a-z0-9_]+")
 JOB = "feedback-loop-consumer"
 RETRAINER_JOB = "feedback-loop-retrainer"
+CONSUMER_PORT = 9108  # `feedback-loop consume`'s default --metrics-port
 RETRAINER_PORT = 9109  # `feedback-loop retrainer`'s default --metrics-port
 
 
@@ -136,10 +137,11 @@ def test_compose_has_the_services(services: dict[str, Any]) -> None:
 
 
 def test_compose_depends_on_existing_services(services: dict[str, Any]) -> None:
-    for name, service in services.items():
-        for dep in depends_on(service):
-            assert dep in services, f"{name} depends on unknown service {dep!r}"
-            assert dep != name
+    edges = [(name, dep) for name, service in services.items() for dep in depends_on(service)]
+    assert edges, "no service depends on another"
+    for name, dep in edges:
+        assert dep in services, f"{name} depends on unknown service {dep!r}"
+        assert dep != name
 
 
 def test_compose_waits_for_topics(services: dict[str, Any]) -> None:
@@ -155,7 +157,7 @@ def test_kafka_init_creates_every_topic(services: dict[str, Any]) -> None:
     script = json.dumps([init.get("entrypoint"), init.get("command")])
     assert "kafka-topics.sh" in script
     topics = Topics()
-    for topic in (topics.events, topics.dead_letters, topics.control, topics.models):
+    for topic in (topics.events, topics.dead_letters, topics.control):
         assert f"create {topic} " in script, topic
     assert environment(init)["EVENTS_PARTITIONS"].endswith(":-1}")
 
@@ -167,8 +169,7 @@ def test_consumer_and_simulator(services: dict[str, Any]) -> None:
     assert env["FEEDBACK_LOOP_METRICS__HOST"] == "0.0.0.0"
     assert consumer["command"] == ["consume"]
     assert any(str(v).endswith(":/state") for v in consumer.get("volumes", []))
-    port = MetricsConfig().port
-    assert any(str(p).split(":")[-1] == str(port) for p in consumer.get("ports", []))
+    assert any(str(p).split(":")[-1] == str(CONSUMER_PORT) for p in consumer.get("ports", []))
     assert environment(simulator)["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert simulator["command"][0] == "simulate"
     assert simulator["restart"] == "no"
@@ -199,11 +200,15 @@ def test_retrainer_shares_the_registry(
 
 
 def test_compose_bind_mounts_exist(services: dict[str, Any]) -> None:
-    for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = str(volume).split(":")[0]
-            if source.startswith("."):
-                assert (ROOT / source).exists(), f"{name}: {source} is missing"
+    binds = [
+        (name, source)
+        for name, service in services.items()
+        for source in (str(volume).split(":")[0] for volume in service.get("volumes", []))
+        if source.startswith(".")
+    ]
+    assert binds, "no bind mounts found: the compose file's volumes changed shape"
+    for name, source in binds:
+        assert (ROOT / source).exists(), f"{name}: {source} is missing"
 
 
 def test_grafana_provisioning(yaml: ModuleType, services: dict[str, Any]) -> None:
@@ -252,10 +257,15 @@ def test_dockerfile() -> None:
     assert users and users[-1] not in ("root", "0")
     assert any(kw == "VOLUME" and "/state" in rest for kw, rest in instructions)
     assert any(kw == "RUN" and "pip install" in rest and " ." in rest for kw, rest in instructions)
-    for kw, rest in instructions:
-        if kw == "COPY" and not rest.startswith("--from"):
-            for source in rest.split()[:-1]:
-                assert (ROOT / source).exists(), f"COPY source {source} is missing"
+    sources = [
+        source
+        for kw, rest in instructions
+        if kw == "COPY" and not rest.startswith("--from")
+        for source in rest.split()[:-1]
+    ]
+    assert sources, "no COPY from the build context"
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY source {source} is missing"
 
 
 # --- dashboard -------------------------------------------------------------------------------
@@ -274,6 +284,11 @@ def test_dashboard_shape() -> None:
     panels = dashboard_panels()
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
+    assert [p["title"] for p in panels if p["type"] == "row"] == [
+        "Overview", "Throughput", "Latency", "Consumer lag", "Prequential quality",
+        "Checkpoints", "Drift and retraining", "Retrainer",
+    ]  # fmt: skip
+    assert len([p for p in panels if p["type"] != "row"]) >= 30
     for panel in panels:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, panel["title"]
@@ -359,7 +374,7 @@ def test_prometheus_scrapes_the_consumer(yaml: ModuleType, services: dict[str, A
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
     assert job["scrape_interval"] == "5s"
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-    assert targets == [f"consumer:{MetricsConfig().port}"]
+    assert targets == [f"consumer:{CONSUMER_PORT}"]
     mounts = dict(str(v).split(":")[:2] for v in services["prometheus"]["volumes"])
     assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
     assert mounts["./deploy/prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"

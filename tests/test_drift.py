@@ -85,8 +85,8 @@ def test_loss_detector_ignores_a_decrease(method: str) -> None:
     det = LossDriftDetector("ll", method, block_size=200)  # type: ignore[arg-type]
     assert run(det, losses) == []
     assert not det.in_drift
-    if method != "page_hinkley":  # mode="up" never even detects it
-        assert det.n_decreases >= 1
+    # Page-Hinkley (mode="up") never even detects it; the others detect and ignore it.
+    assert det.n_decreases == 0 if method == "page_hinkley" else det.n_decreases >= 1
 
 
 @pytest.mark.parametrize("method", ["adwin", "page_hinkley"])
@@ -155,7 +155,8 @@ def test_same_seed_same_alarms() -> None:
     losses = loglosses(2 * CHANGE, [(CHANGE, SHIFT_048)], seed=29)
     a = LossDriftDetector("ks", "kswin", seed=1)
     b = LossDriftDetector("ks", "kswin", seed=1)
-    assert run(a, losses) == run(b, losses)
+    signals = run(a, losses)
+    assert signals and signals == run(b, losses)
 
 
 # -- data drift -----------------------------------------------------------------------------
@@ -243,8 +244,9 @@ def test_distribution_detector_reset_and_pickle() -> None:
         det.update(c, i)
     copy = pickle.loads(pickle.dumps(det))
     rest = list(enumerate(cats[21_000:], 21_000))
-    assert [det.update(c, i) for i, c in rest] == [copy.update(c, i) for i, c in rest]
-    assert det.in_drift and det.n_alarms >= 1
+    after = [det.update(c, i) for i, c in rest]
+    assert after == [copy.update(c, i) for i, c in rest]
+    assert any(after) and det.in_drift and det.n_alarms >= 1
     det.reset()
     assert (det.in_drift, det.statistic, det.reference, det.n_windows) == (False, 0.0, None, 0)
 
@@ -347,7 +349,8 @@ def test_monitor_pickle_round_trip() -> None:
 
     feed(m, 0, CHANGE + 777)
     copy = pickle.loads(pickle.dumps(m))
-    assert feed(m, CHANGE + 777, 2 * CHANGE) == feed(copy, CHANGE + 777, 2 * CHANGE)
+    after = feed(m, CHANGE + 777, 2 * CHANGE)
+    assert after and after == feed(copy, CHANGE + 777, 2 * CHANGE)
     assert m.snapshot() == copy.snapshot()
 
 

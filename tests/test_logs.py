@@ -82,9 +82,8 @@ def test_json_lines_have_the_standard_and_extra_fields() -> None:
     assert "ValueError: boom" in lines[2]["exc"]
 
 
-def test_setup_logging_json_and_human(
-    root_logging: None, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.usefixtures("root_logging")
+def test_setup_logging_json_and_human(capsys: pytest.CaptureFixture[str]) -> None:
     log = logging.getLogger("test.logs.setup")
     setup_logging("info", json=True)
     setup_logging("info", json=True)  # replaces its handler rather than adding a second
@@ -100,6 +99,26 @@ def test_setup_logging_json_and_human(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.rstrip().endswith("WARNING test.logs.setup: plain text")
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_setup_logging_writes_to_the_current_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command run while stderr is swapped (by a test runner) leaves no dead stream behind."""
+    setup_logging("INFO")
+    log = logging.getLogger("test.logs.stderr")
+    swapped = io.StringIO()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", swapped)
+        log.info("while swapped")
+    written = swapped.getvalue()
+    swapped.close()
+    log.info("after")
+    assert written.rstrip().endswith("INFO test.logs.stderr: while swapped")
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("INFO test.logs.stderr: after")
+    assert "Logging error" not in err
 
 
 def test_progress_log_fields_count_from_the_start_of_the_process() -> None:

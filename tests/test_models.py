@@ -188,7 +188,7 @@ def test_online_mf_initial_vectors_depend_only_on_seed_and_order():
     assert not np.array_equal(a._users.vectors[5], e._users.vectors[5])
 
 
-def test_online_mf_pickle_round_trip_and_restart_is_bit_identical(ratings):
+def test_online_mf_pickle_round_trip_and_restart_is_bit_identical():
     # More than 2 * CHUNK users so the tables grow and the snapshot cuts a chunk mid-way.
     rng = np.random.default_rng(0)
     stream = [

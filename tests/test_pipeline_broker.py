@@ -11,9 +11,10 @@ from consumers.loop import FeedbackConsumer
 from stream.config import Settings
 from stream.kafka.checkpoint import CheckpointStore
 from stream.observability.metrics import PipelineMetrics
-from tests.helpers import BAD_MESSAGES, publish_stream, read_topic
+from tests.helpers import BAD_MESSAGES, derived, publish_stream, read_topic
 
 pytestmark = pytest.mark.integration
+
 
 def test_counts_reconcile_and_dead_letters_carry_reasons(settings: Settings) -> None:
     sent = publish_stream(settings, 20_000)
@@ -93,7 +94,9 @@ def test_metrics_endpoint_matches_the_counts(settings: Settings) -> None:
     assert m["feedback_loop_retrain_requests_total"] == 0
     life = result.learner.lifecycle
     assert life.monitor is not None
-    for row in life.monitor.snapshot():
+    rows = life.monitor.snapshot()
+    assert rows  # every detector is exposed, not just none of them
+    for row in rows:
         label = f'{{detector="{row["name"]}"}}'
         assert m["feedback_loop_drift_statistic" + label] == pytest.approx(row["statistic"])
         assert m["feedback_loop_drift_threshold" + label] == pytest.approx(row["threshold"])
@@ -110,19 +113,14 @@ def test_checkpointed_restart_neither_loses_nor_repeats(settings: Settings) -> N
     assert 0 < first.learner.counts.consumed < sent["sent"]
 
     second = FeedbackConsumer(settings, settings.bootstrap_servers or "")
-    assert second.restored
+    assert second.restore()
     second.stop_at(sent["end_offsets"])
     resumed = second.run()
 
-    fresh_settings = settings.model_copy(
-        update={
-            "consumer": settings.consumer.model_copy(
-                update={
-                    "group_id": settings.consumer.group_id + "-ref",
-                    "state_dir": settings.consumer.state_dir.parent / "ref",
-                }
-            )
-        }
+    fresh_settings = derived(
+        settings,
+        group_id=settings.consumer.group_id + "-ref",
+        state_dir=settings.consumer.state_dir.parent / "ref",
     )
     reference = FeedbackConsumer(fresh_settings, settings.bootstrap_servers or "")
     reference.stop_at(sent["end_offsets"])

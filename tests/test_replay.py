@@ -71,6 +71,7 @@ def read(source: ReplaySource) -> list[Any]:
 
 
 def validate_all(records: list[Any], limits: Limits | None = None) -> None:
+    assert records, "nothing to validate"
     for record in records:
         assert isinstance(record, dict), record
         event_from_dict(record, limits)  # raises InvalidEvent with a reason
@@ -168,6 +169,7 @@ def test_movielens_100k_profiles_then_ratings_in_time_order(tmp_path: Path) -> N
 def test_event_ids_are_deterministic_and_unique(tmp_path: Path) -> None:
     source = open_source(ml100k(tmp_path))
     first, second = read(source), read(source)
+    assert len(first) == 3 + 3 + 4  # users, items, ratings
     assert first == second
     ids = [r["event_id"] for r in first]
     assert len(set(ids)) == len(ids)

@@ -92,30 +92,29 @@ def test_quality_loss_terms() -> None:
     assert losses.quality(refs) == quality_loss(40.0, 100, 100.0, 100, refs)
 
 
-def test_naive_references_match_a_running_baseline() -> None:
-    data = simulated(4000, 11)
-    history, window = data.events[:3000], data.events[3000:]
+def test_naive_references_by_hand() -> None:
+    kw: dict[str, Any] = {"user_id": "u", "item_id": "i", "ts": 1.7e9}
+    history = [
+        ClickEvent(event_id="c0", **kw),
+        ImpressionEvent(event_id="m0", **kw),
+        RatingEvent(event_id="r0", rating=4, **kw),
+    ]
+    window = [
+        ImpressionEvent(event_id="m1", **kw),  # P(click) = (1 + 0.5) / (2 + 1) = 0.5
+        ClickEvent(event_id="c1", **kw),  # P(click) = 1.5 / 4 = 0.375
+        RatingEvent(event_id="r1", rating=2, **kw),  # mean 4: error -2
+        DwellEvent(event_id="d1", seconds=3.0, **kw),  # not scored
+        RatingEvent(event_id="r2", rating=5, **kw),  # mean 3: error 2
+    ]
     refs = naive_references(window, history)
-    clicks = sum(isinstance(e, ClickEvent) for e in history)
-    shown = clicks + sum(isinstance(e, ImpressionEvent) for e in history)
-    ratings = [e.rating for e in history if isinstance(e, RatingEvent)]
-    ll = se = 0.0
-    n_e = n_r = 0
-    for e in window:
-        if isinstance(e, RatingEvent):
-            se += (e.rating - sum(ratings) / len(ratings)) ** 2
-            n_r += 1
-            ratings.append(e.rating)
-        elif isinstance(e, ClickEvent | ImpressionEvent):
-            p = (clicks + 0.5) / (shown + 1)
-            ll -= math.log(p if isinstance(e, ClickEvent) else 1 - p)
-            n_e += 1
-            shown += 1
-            clicks += isinstance(e, ClickEvent)
-    assert refs.logloss == pytest.approx(ll / n_e)
-    assert refs.rmse == pytest.approx(math.sqrt(se / n_r))
-    # A naive model scores 1.0 against itself; a fresh model is scored like the learner.
-    assert quality_loss(ll, n_e, se, n_r, refs) == pytest.approx(1.0)
+    assert refs.logloss == pytest.approx((math.log(2.0) - math.log(0.375)) / 2)
+    assert refs.rmse == pytest.approx(2.0)
+    # Without history the first rating has no mean to be scored against.
+    cold = naive_references(window)
+    assert cold.rmse == pytest.approx(math.sqrt(((5 - 2) ** 2) / 1))
+    assert cold.logloss == pytest.approx((math.log(2.0) - math.log(0.25)) / 2)
+    # Nothing to score: no references.
+    assert naive_references(window[3:4], history) == References(None, None)
 
 
 def test_prequential_losses_count_scored_events() -> None:
@@ -224,6 +223,7 @@ def test_challenger_beats_naive_on_stationary_data() -> None:
     assert out.holdout_refs.logloss is not None and out.holdout_refs.rmse is not None
 
 
+@pytest.mark.slow
 def test_challenger_beats_online_champion_after_abrupt_drift() -> None:
     n, holdout = 60_000, 6000
     data = simulated(n, 4, drift_at=n // 2)

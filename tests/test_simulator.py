@@ -147,7 +147,9 @@ def test_context_matches_event_time() -> None:
 
 def test_session_structure(default_run: tuple[Simulator, list[InteractionEventType]]) -> None:
     _, events = default_run
+    checked: Counter[str] = Counter()
     for prev, e in zip(events, events[1:], strict=False):
+        checked[e.type] += 1
         # A dwell follows its click, a rating its dwell, on the same user and item.
         if isinstance(e, DwellEvent):
             assert isinstance(prev, ClickEvent)
@@ -159,6 +161,8 @@ def test_session_structure(default_run: tuple[Simulator, list[InteractionEventTy
             assert e.rating in {1.0, 2.0, 3.0, 4.0, 5.0}
         if isinstance(e, ImpressionEvent | ClickEvent):
             assert e.position is not None and 0 <= e.position < 10
+    # Every branch above ran, so none of the checks passed by having nothing to check.
+    assert all(checked[t] > 100 for t in ("impression", "click", "dwell", "rating")), checked
 
 
 def test_ctr_and_event_mix(default_run: tuple[Simulator, list[InteractionEventType]]) -> None:
@@ -228,7 +232,8 @@ def test_bots_burst_above_the_consumer_threshold() -> None:
     threshold = ConsumerConfig().bot_events_per_minute
     bots_seen = [u for u in sim.bot_users if u in worst]
     assert bots_seen and all(worst[u] > threshold for u in bots_seen)
-    assert all(c <= MAX_USER_EVENTS_PER_MINUTE for u, c in worst.items() if u not in sim.bot_users)
+    normal = [c for u, c in worst.items() if u not in sim.bot_users]
+    assert normal and max(normal) <= MAX_USER_EVENTS_PER_MINUTE
     bot_events = [e for e in events if e.user_id in sim.bot_users]
     assert {e.type for e in bot_events} == {"click"}  # bursts of clicks, never ratings
     # Roughly bot_share of the events, not a flood.
@@ -278,13 +283,11 @@ def test_drift_at_zero_and_full_share() -> None:
     assert all(not np.array_equal(before[u], sim.taste(u)) for u in sim.user_ids)
 
 
-def test_generates_100k_events_quickly() -> None:
+def test_generates_exactly_the_events_asked_for() -> None:
+    # Generation speed is measured in bench/throughput.py, not asserted here.
     sim = Simulator(SimulatorConfig())
-    t0 = time.perf_counter()
-    n = sum(1 for _ in sim.events(100_000))
-    elapsed = time.perf_counter() - t0
-    assert n == 100_000
-    assert elapsed < 4.0, elapsed  # ~1 s on a laptop; loose bound for slow CI machines
+    assert sum(1 for _ in sim.events(100_000)) == 100_000
+    assert sim.events_generated == 100_000
 
 
 @pytest.mark.parametrize(
@@ -341,7 +344,7 @@ def test_gradual_drift_moves_tastes_step_by_step_over_the_duration() -> None:
         assert total > 0
         assert 0.3 * total < half < 0.7 * total
     unmoved = [u for u in sim.user_ids if u not in sim.drift_users]
-    assert all(np.array_equal(sim.taste(u), before[u]) for u in unmoved)
+    assert unmoved and all(np.array_equal(sim.taste(u), before[u]) for u in unmoved)
 
 
 def test_drift_preferences_change_the_affinity_of_unmoved_users_too() -> None:
@@ -352,11 +355,12 @@ def test_drift_preferences_change_the_affinity_of_unmoved_users_too() -> None:
     list(sim.events(20))
     unmoved = [u for u in sim.user_ids if u not in sim.drift_users]
     assert any(sim.affinity(u, item) != before[u] for u in unmoved)
-    off = Simulator(SimulatorConfig(n_users=200, n_items=100, seed=4, drift_at=10,
-                                    drift_preferences=False))
+    off = Simulator(
+        SimulatorConfig(n_users=200, n_items=100, seed=4, drift_at=10, drift_preferences=False)
+    )
     list(off.events(20))
     kept = [u for u in off.user_ids if u not in off.drift_users]
-    assert all(off.affinity(u, item) == before[u] for u in kept)
+    assert kept and all(off.affinity(u, item) == before[u] for u in kept)
 
 
 def test_negative_drift_duration_is_rejected() -> None:

@@ -4,35 +4,72 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from stream.learner import Counts
+from stream.observability import status
 from stream.observability.metrics import PipelineMetrics
-from stream.observability.status import StatusError, collect, render, scrape
+from stream.observability.status import Snapshot, StatusError, collect, render, scrape
+
+
+@dataclass
+class Lifecycle:
+    """What the metrics read of a learner's lifecycle."""
+
+    version: int = 0
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+    swaps: list[dict[str, Any]] = field(default_factory=list)
+    monitor: Any = None
+    policy: Any = field(default_factory=lambda: SimpleNamespace(outcomes=Counter()))
+
+
+def traffic() -> Counts:
+    return Counts(
+        consumed=1000,
+        applied=990,
+        dead_lettered=5,
+        filtered=4,
+        duplicates=1,
+        consumed_by_type={"click": 600, "rating": 400},
+        dead_letters_by_kind={"malformed_json": 3, "unknown_user": 2},
+        filtered_by_reason={"bot": 4},
+    )
+
+
+@dataclass
+class Learner:
+    """A stand-in learner: what the metrics read of one at scrape time."""
+
+    counts: Counts = field(default_factory=Counts)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    rates: dict[str, float | None] = field(default_factory=dict)
+
+    def scores(self) -> dict[str, float | None]:
+        return self.rates
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[PipelineMetrics, str]]:
-    """A PipelineMetrics with some traffic on it, served on a free loopback port."""
+def served() -> Iterator[tuple[Learner, str]]:
+    """Metrics reading a :class:`Learner` with some traffic, served on a free loopback port."""
     m = PipelineMetrics()
     port = m.serve("127.0.0.1", 0)
-    m.consumed.labels("click").inc(600)
-    m.consumed.labels("rating").inc(400)
-    m.applied.inc(990)
-    m.dead_lettered.labels("malformed_json").inc(3)
-    m.dead_lettered.labels("unknown_user").inc(2)
-    m.filtered.labels("bot").inc(4)
-    m.duplicates.inc(1)
+    learner = Learner()
+    m.track(lambda: learner)  # the counters count from here
+    learner.counts = traffic()
+    learner.rates = {"rmse": 0.93, "auc": 0.71}
     m.lag.labels("0").set(5)
     m.lag.labels("1").set(7)
-    m.rmse.labels("rating_mf").set(0.93)
-    m.auc.labels("engagement").set(0.71)
-    yield m, f"http://127.0.0.1:{port}/metrics"
+    yield learner, f"http://127.0.0.1:{port}/metrics"
 
 
 def free_port() -> int:
@@ -41,7 +78,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_collect_reads_the_counts(served: tuple[PipelineMetrics, str]) -> None:
+def test_collect_reads_the_counts(served: tuple[Learner, str]) -> None:
     _m, url = served
     info = collect(url, interval=0)
     assert info["url"] == url
@@ -64,34 +101,47 @@ def test_collect_reads_the_counts(served: tuple[PipelineMetrics, str]) -> None:
         assert expected in text
 
 
-def test_rate_from_two_scrapes(served: tuple[PipelineMetrics, str]) -> None:
-    m, url = served
-    timer = threading.Timer(0.2, lambda: m.consumed.labels("click").inc(500))
-    timer.start()
-    try:
-        info = collect(url, interval=0.6)
-    finally:
-        timer.join()
+def test_rate_from_two_scrapes(
+    served: tuple[Learner, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learner, url = served
+
+    def scrape_then_consume(url: str, timeout: float) -> Snapshot:
+        """500 more clicks right after the first scrape, before the second."""
+        snap = status_scrape(url, timeout)
+        if not scrapes:
+            learner.counts.consumed_by_type["click"] += 500
+        scrapes.append(snap)
+        return snap
+
+    scrapes: list[Snapshot] = []
+    status_scrape = status.scrape
+    monkeypatch.setattr(status, "scrape", scrape_then_consume)
+    info = collect(url, interval=0.5)
+    assert len(scrapes) == 2
+    elapsed = scrapes[1].at - scrapes[0].at
+    assert elapsed >= 0.5
     assert info["events_consumed_total"] == 1500
-    assert 500 / 1.5 < info["events_per_second"] < 500 / 0.5
+    assert info["events_per_second"] == pytest.approx(500 / elapsed, abs=0.1)
     assert "/s)" in render(info)
 
 
-def test_model_version_and_drift_when_exported(served: tuple[PipelineMetrics, str]) -> None:
-    m, url = served
-    m.model_version.set(4)
-    m.retrain_requests.inc(2)
-    m.drift_state.labels("adwin").set(1)
-    m.drift_statistic.labels("adwin").set(0.25)
+def test_model_version_and_drift_when_exported(served: tuple[Learner, str]) -> None:
+    learner, url = served
+    row = {"name": "adwin", "statistic": 0.25, "threshold": 0.5, "in_drift": True, "n_alarms": 1}
+    learner.lifecycle.monitor = SimpleNamespace(snapshot=lambda: [row])
+    learner.lifecycle.version = 4
+    learner.lifecycle.retrains += [{"reason": "drift"}, {"reason": "manual"}]
     info = collect(url, interval=0)
     assert info["model_version"] == 4
     assert info["retrain_requests_total"] == 2
-    assert info["drift"] == {"adwin": {"state": 1, "statistic": 0.25}}
+    assert info["model_swaps_total"] == 0
+    assert info["drift"] == {"adwin": {"state": 1, "statistic": 0.25, "threshold": 0.5}}
     text = render(info)
     assert "model version" in text and "drift adwin" in text and "state 1" in text
 
 
-def test_cli_status(served: tuple[PipelineMetrics, str]) -> None:
+def test_cli_status(served: tuple[Learner, str]) -> None:
     _m, url = served
     result = CliRunner().invoke(app, ["status", "--metrics-url", url, "--interval", "0"])
     assert result.exit_code == 0, result.output

@@ -13,21 +13,24 @@ retrain costs minutes of CPU and a model swap, so the policy asks for more:
    stationary streams (BENCHMARKS.md), and a model trained on the old inputs is worth
    rebuilding when the inputs moved.
 
-A manual trigger skips 1, 3 and 4 but not 2. Every signal ends as ``decided`` or as ignored
-with its reason, logged and counted in :attr:`RetrainPolicy.outcomes`.
+Whether a retrain is in progress is the caller's to say (``busy``): the model lifecycle owns
+the retrain state machine, the policy only weighs evidence. A manual trigger skips 1, 3 and 4
+but not 2. Every signal ends as ``decided`` or as ignored with its reason, logged and counted
+in :attr:`RetrainPolicy.outcomes`.
 
 >>> from stream.config import DriftConfig
->>> from stream.drift.detectors import Signal
+>>> from stream.drift.signals import Signal
 >>> policy = RetrainPolicy(DriftConfig(warmup_events=0, confirmations=2))
 >>> policy.consider(Signal("rating_se_adwin", "concept", 100, 0.3, 0.2)) is None
 True
+>>> [s.detector for s in policy.evidence]
+['rating_se_adwin']
 >>> policy.consider(Signal("rating_se_page_hinkley", "concept", 900, 25.0, 20.0)).signals
 ('rating_se_adwin', 'rating_se_page_hinkley')
->>> policy.consider(Signal("event_type_mix_js", "data", 950, 0.02, 0.01)) is None
+>>> policy.consider(Signal("event_type_mix_js", "data", 950, 0.02, 0.01), busy=True) is None
 True
 >>> policy.outcomes[("event_type_mix_js", "retrain_in_progress")]
 1
->>> policy.finished()
 >>> policy.consider(Signal("event_type_mix_js", "data", 40_000, 0.02, 0.01)).reason
 'confirmed by event_type_mix_js'
 """
@@ -39,9 +42,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from stream.config import DriftConfig
-from stream.drift.detectors import Signal
+from stream.drift.signals import Signal
+
+__all__ = ["Decision", "RetrainPolicy"]
 
 log = logging.getLogger(__name__)
+
+IN_PROGRESS = "retrain_in_progress"
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,12 @@ class RetrainPolicy:
 
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
-        self.in_progress = False
         self.last_request: int | None = None
-        self._pending: list[Signal] = []
+        #: Signals past the warm-up and cooldown, still within ``confirm_within`` of the
+        #: latest one: the evidence a further signal may complete.
+        self.evidence: list[Signal] = []
+        #: (detector, outcome) -> signals; outcome is ``decided`` or the reason ignored.
         self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.decisions: list[Decision] = []
 
     def _ignore(self, signal: Signal, reason: str) -> None:
         self.outcomes[(signal.detector, reason)] += 1
@@ -72,11 +80,14 @@ class RetrainPolicy:
             extra={"detector": signal.detector, "outcome": reason},
         )
 
-    def consider(self, signal: Signal) -> Decision | None:
-        """Record one signal; return a decision when it completes the evidence."""
+    def consider(self, signal: Signal, busy: bool = False) -> Decision | None:
+        """Weigh one signal; return a decision when it completes the evidence.
+
+        ``busy``: a retrain is in progress, so the signal is only counted as ignored.
+        """
         cfg, idx = self.config, signal.event_index
-        if self.in_progress:
-            self._ignore(signal, "retrain_in_progress")
+        if busy:
+            self._ignore(signal, IN_PROGRESS)
             return None
         if idx < cfg.warmup_events:
             self._ignore(signal, "warmup")
@@ -84,37 +95,35 @@ class RetrainPolicy:
         if self.last_request is not None and idx - self.last_request < cfg.cooldown_events:
             self._ignore(signal, "cooldown")
             return None
-        self._pending = [s for s in self._pending if idx - s.event_index <= cfg.confirm_within]
-        self._pending.append(signal)
-        names = tuple(dict.fromkeys(s.detector for s in self._pending))
-        data = {s.detector for s in self._pending if s.kind == "data"}
+        self.evidence = [s for s in self.evidence if idx - s.event_index <= cfg.confirm_within]
+        self.evidence.append(signal)
+        names = tuple(dict.fromkeys(s.detector for s in self.evidence))
+        data = {s.detector for s in self.evidence if s.kind == "data"}
         if len(names) < cfg.confirmations and len(data) < cfg.data_confirmations:
             self._ignore(signal, "awaiting_confirmation")
             return None
         reason = "confirmed by " + ", ".join(names)
-        for s in self._pending:
+        for s in self.evidence:
             self.outcomes[(s.detector, "decided")] += 1
         return self._decide(idx, reason, names)
 
-    def trigger(self, event_index: int, reason: str = "manual") -> Decision | None:
-        """A manual retrain request; refused only while a retrain is in progress."""
-        if self.in_progress:
+    def trigger(
+        self, event_index: int, reason: str = "manual", busy: bool = False
+    ) -> Decision | None:
+        """A manual retrain request; refused only while a retrain is in progress (``busy``)."""
+        if busy:
             log.warning("manual retrain refused: a retrain is already in progress")
-            self.outcomes[("manual", "retrain_in_progress")] += 1
+            self.outcomes[("manual", IN_PROGRESS)] += 1
             return None
         self.outcomes[("manual", "decided")] += 1
         return self._decide(event_index, reason, ("manual",))
 
     def _decide(self, idx: int, reason: str, names: tuple[str, ...]) -> Decision:
-        decision = Decision(idx, reason, names)
-        self._pending.clear()
-        self.in_progress = True
-        self.last_request = idx
-        self.decisions.append(decision)
+        self.evidence.clear()
+        self.last_request = idx  # the cooldown runs from here
         log.warning("retrain decided at event %d: %s", idx, reason)
-        return decision
+        return Decision(idx, reason, names)
 
-    def finished(self) -> None:
-        """The retrain ended (swapped, rejected or failed): signals count again."""
-        self.in_progress = False
-        self._pending.clear()
+    def clear_evidence(self) -> None:
+        """Forget the signals awaiting confirmation (they described models now replaced)."""
+        self.evidence.clear()

@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = ["BinaryScore", "HitRate", "RegressionScore"]
 
+# The one probability clip of a log loss (a prediction of exactly 0 or 1 would be infinite).
 _EPS = 1e-15
 
 
@@ -52,6 +53,10 @@ class RegressionScore:
         self.n += 1
         self._sum_sq += err * err
         self._sum_abs += abs(err)
+
+    @property
+    def squared_error_sum(self) -> float:
+        return self._sum_sq
 
     @property
     def rmse(self) -> float | None:
@@ -117,6 +122,10 @@ class BinaryScore:
             self._neg[b] += 1
         self._logloss_sum += loss
         return loss
+
+    @property
+    def logloss_sum(self) -> float:
+        return self._logloss_sum
 
     @property
     def logloss(self) -> float | None:

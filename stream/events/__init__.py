@@ -1,5 +1,14 @@
-"""Feedback events: the typed schema, the wire codec and the control messages."""
+"""Feedback events: the typed schema, the wire codec, admission and the control messages."""
 
+from stream.events.admission import (
+    BOT_BLOCK_SECONDS,
+    Admission,
+    BotFilter,
+    Counts,
+    Profiles,
+    Rejection,
+    SeenEvents,
+)
 from stream.events.codec import InvalidEvent, decode_event, encode_event, event_from_dict
 from stream.events.control import (
     ControlMessage,
@@ -28,6 +37,13 @@ from stream.events.schema import (
 )
 
 __all__ = [
+    "Admission",
+    "BOT_BLOCK_SECONDS",
+    "BotFilter",
+    "Counts",
+    "Profiles",
+    "Rejection",
+    "SeenEvents",
     "BaseEvent",
     "ClickEvent",
     "Context",

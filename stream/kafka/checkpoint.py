@@ -1,29 +1,62 @@
 """Checkpoints: the learner's whole state saved together with the offsets it covers.
 
-A checkpoint is one pickle file replaced atomically (write to a temporary file, fsync,
-rename, fsync the directory), so after a crash at any instant the file on disk is either the
-previous checkpoint or the new one, never a torn mix. On restart the consumer restores the
-learner and seeks every partition to the saved offset: the events after it are applied
-again on top of exactly the state that had not seen them, so none is lost or applied twice.
+:class:`Checkpoint` is one checkpoint interval of the consumer. It is due after
+``checkpoint_every_events`` messages or ``checkpoint_every_seconds``, and :meth:`Checkpoint.commit`
+makes it durable in this order (:class:`CommitStep` names the points in between):
+
+1. flush the dead letters, so a letter is never lost behind offsets that are saved;
+2. save the state with its offsets in one file, replaced atomically (:class:`CheckpointStore`:
+   write a temporary file, fsync, rename, fsync the directory): after a crash at any instant
+   the file is the previous checkpoint or the new one, never a torn mix;
+3. commit the offsets to the consumer group (advisory: the file is the source of truth).
+
+On restart the consumer restores the state and seeks every partition to the saved offset:
+the events after it are applied again on top of exactly the state that had not seen them, so
+none is lost or applied twice. A crash anywhere in between is therefore harmless, which the
+tests prove by injecting one at each :class:`CommitStep` (:class:`CrashAt`).
 
 >>> import tempfile
->>> store = CheckpointStore(Path(tempfile.mkdtemp()))
->>> store.save({"model": [1, 2]}, {("events", 0): 42})
->>> store.load().offsets
-{('events', 0): 42}
+>>> from stream.config import ConsumerConfig
+>>> class Group:  # stands in for the confluent_kafka.Consumer whose offsets are committed
+...     def commit(self, offsets, asynchronous):
+...         print("committed", [(tp.topic, tp.partition, tp.offset) for tp in offsets])
+>>> class Letters:  # stands in for stream.kafka.dead_letters.DeadLetters
+...     def flush(self): print("dead letters flushed")
+>>> cfg = ConsumerConfig(state_dir=Path(tempfile.mkdtemp()), checkpoint_every_events=2)
+>>> ckpt = Checkpoint(cfg, Group(), Letters())
+>>> ckpt.add(1); ckpt.due()
+False
+>>> ckpt.add(1); ckpt.due()
+True
+>>> ckpt.commit({"model": [1, 2]}, {("events", 0): 2})
+dead letters flushed
+committed [('events', 0, 2)]
+>>> ckpt.due(), ckpt.store.load().offsets
+(False, {('events', 0): 2})
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
-FORMAT_VERSION = 1
+from confluent_kafka import KafkaException, TopicPartition
+
+from stream.config import ConsumerConfig
+
+log = logging.getLogger(__name__)
+
+# 2: the layered packages (the pickled classes moved) and the retrain state machine.
+FORMAT_VERSION = 2
 FILE_NAME = "checkpoint.pkl"
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume
 
 
 class CheckpointError(RuntimeError):
@@ -31,20 +64,27 @@ class CheckpointError(RuntimeError):
 
 
 @dataclass
-class Checkpoint:
+class SavedCheckpoint:
     state: Any
-    offsets: dict[tuple[str, int], int]
+    offsets: Offsets
     saved_at: float
 
 
 class CheckpointStore:
-    """Saves and loads the checkpoint of one consumer in ``directory``."""
+    """Saves and loads the checkpoint of one consumer in ``directory``.
+
+    >>> import tempfile
+    >>> store = CheckpointStore(Path(tempfile.mkdtemp()))
+    >>> store.save({"model": [1, 2]}, {("events", 0): 42})
+    >>> store.load().offsets
+    {('events', 0): 42}
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
 
-    def save(self, state: Any, offsets: dict[tuple[str, int], int]) -> None:
+    def save(self, state: Any, offsets: Offsets) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
         payload = {
@@ -64,7 +104,7 @@ class CheckpointStore:
         finally:
             os.close(dir_fd)
 
-    def load(self) -> Checkpoint | None:
+    def load(self) -> SavedCheckpoint | None:
         """The saved checkpoint, or None when there is none yet."""
         if not self.path.exists():
             return None
@@ -77,4 +117,123 @@ class CheckpointStore:
             raise CheckpointError(
                 f"checkpoint {self.path} has an unsupported format; move it away to start fresh"
             )
-        return Checkpoint(payload["state"], payload["offsets"], payload["saved_at"])
+        return SavedCheckpoint(payload["state"], payload["offsets"], payload["saved_at"])
+
+
+class CommitStep(StrEnum):
+    """The points of :meth:`Checkpoint.commit` where a fault can be injected, in order."""
+
+    BEFORE_FLUSH = "before-flush-dead-letters"
+    AFTER_FLUSH = "after-flush-dead-letters"
+    AFTER_SAVE = "after-save-state"
+    AFTER_COMMIT = "after-commit-offsets"
+
+
+class Crash(BaseException):
+    """A simulated process death. A BaseException, so no ``except Exception`` absorbs it."""
+
+
+class FaultHook(Protocol):
+    """Called by the consumer and its checkpoints at the points where a crash can happen."""
+
+    def on_message(self, consumed: int) -> None:
+        """After the ``consumed``-th message of this run is applied (or rejected)."""
+
+    def on_step(self, step: CommitStep) -> None:
+        """At ``step`` of every checkpoint commit."""
+
+
+class CrashAt:
+    """A :class:`FaultHook` that raises :class:`Crash` once: after ``messages`` messages of
+    the run, or at ``step`` of the ``commit``-th checkpoint commit (counted from 1).
+
+    >>> hook = CrashAt(step=CommitStep.AFTER_SAVE, commit=2)
+    >>> for step in CommitStep: hook.on_step(step)  # the first commit goes through
+    >>> hook.on_step(CommitStep.BEFORE_FLUSH); hook.on_step(CommitStep.AFTER_FLUSH)
+    >>> hook.on_step(CommitStep.AFTER_SAVE)
+    Traceback (most recent call last):
+    ...
+    stream.kafka.checkpoint.Crash: crash after-save-state of commit 2
+    """
+
+    def __init__(
+        self, messages: int | None = None, step: CommitStep | None = None, commit: int = 1
+    ) -> None:
+        self.messages, self.step, self.commit = messages, step, commit
+        self.crashed = False
+        self._commits = 0
+
+    def on_message(self, consumed: int) -> None:
+        if not self.crashed and self.messages is not None and consumed >= self.messages:
+            self._crash(f"crash after {consumed} messages")
+
+    def on_step(self, step: CommitStep) -> None:
+        if step is CommitStep.BEFORE_FLUSH:
+            self._commits += 1
+        if not self.crashed and step is self.step and self._commits == self.commit:
+            self._crash(f"crash {step.value} of commit {self._commits}")
+
+    def _crash(self, what: str) -> None:
+        self.crashed = True
+        raise Crash(what)
+
+
+class _Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+class _Committer(Protocol):  # a confluent_kafka.Consumer
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> Any: ...
+
+
+class Checkpoint:
+    """When to checkpoint, and the ordered steps that make a checkpoint durable.
+
+    Built by the consumer when it starts (no I/O here): ``group`` is its Kafka consumer and
+    ``dead_letters`` its dead-letter producer.
+    """
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        group: _Committer,
+        dead_letters: _Flushable,
+        faults: FaultHook | None = None,
+    ) -> None:
+        self.store = CheckpointStore(config.state_dir)
+        self.every_events = config.checkpoint_every_events
+        self.every_seconds = config.checkpoint_every_seconds
+        self._group, self._dead_letters, self._faults = group, dead_letters, faults
+        self._messages = 0
+        self._started = time.monotonic()
+
+    def add(self, messages: int) -> None:
+        """Count messages applied since the last commit."""
+        self._messages += messages
+
+    def due(self) -> bool:
+        return (
+            self._messages >= self.every_events
+            or time.monotonic() - self._started >= self.every_seconds
+        )
+
+    def commit(self, state: Any, offsets: Offsets) -> None:
+        """Dead letters durable, then state + offsets on disk, then offsets committed."""
+        self._step(CommitStep.BEFORE_FLUSH)
+        self._dead_letters.flush()
+        self._step(CommitStep.AFTER_FLUSH)
+        self.store.save(state, offsets)
+        self._step(CommitStep.AFTER_SAVE)
+        commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if commits:
+            try:
+                self._group.commit(offsets=commits, asynchronous=False)
+            except KafkaException as err:
+                # The checkpoint on disk is the source of truth; the group offset is advisory.
+                log.warning("offset commit failed (checkpoint saved): %s", err)
+        self._step(CommitStep.AFTER_COMMIT)
+        self._messages, self._started = 0, time.monotonic()
+
+    def _step(self, step: CommitStep) -> None:
+        if self._faults is not None:
+            self._faults.on_step(step)

@@ -6,23 +6,19 @@ The message types live in :mod:`stream.events.control`.
 from __future__ import annotations
 
 import logging
-import uuid
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 from pydantic import ValidationError
 
 from stream.events import ControlMessage, ControlMessageBase, decode_control, encode_control
-from stream.kafka.broker import quiet_client_config
+from stream.kafka import clients
 
 log = logging.getLogger(__name__)
 
 
 def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageBase) -> None:
     """Publish one control message and wait for the broker's acknowledgement."""
-    producer = Producer(
-        {"bootstrap.servers": bootstrap_servers, "enable.idempotence": True,
-         **quiet_client_config()}
-    )
+    producer = clients.producer(bootstrap_servers)
     errors: list[str] = []
     producer.produce(
         topic, encode_control(message), key=message.type.encode(),  # type: ignore[attr-defined]
@@ -38,25 +34,14 @@ class ControlReader:
     def __init__(self, bootstrap_servers: str, topic: str, start_offset: int = 0) -> None:
         self.topic = topic
         self.next_offset = start_offset
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": f"control-reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                **quiet_client_config(),
-            }
-        )
+        self._consumer = clients.reader(bootstrap_servers, "control-reader")
         self._consumer.assign([TopicPartition(topic, 0, start_offset)])
 
     def poll(self, timeout: float = 0.0) -> list[ControlMessage]:
         """Messages that arrived since the last call (invalid ones are logged and skipped)."""
         out: list[ControlMessage] = []
         for msg in self._consumer.consume(100, timeout):
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("control topic error: %s", err)
+            if not clients.is_data(msg, source="control topic"):
                 continue
             self.next_offset = (msg.offset() or 0) + 1
             try:

@@ -1,53 +1,68 @@
 """Event history for batch retraining and for catching a swapped model up.
 
 The history is the events topic itself, read from the beginning up to given offsets and put
-through the same validation, de-duplication and filters as the live learner
-(:class:`HistoryCollector` is a :class:`~stream.learner.learner.FeedbackLearner` that collects
-interaction events instead of learning them). So the retrainer trains on exactly the events
-the live models learned, in the same order.
+through the live learner's own gate (:class:`~stream.events.Admission`: validation,
+de-duplication, known ids, bot filter). So the retrainer trains on exactly the events the
+live models learned, in the same order, with the same profiles.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 
 from stream.config import Settings
-from stream.events import (
-    ClickEvent,
-    DwellEvent,
-    ImpressionEvent,
-    InteractionEvent,
-    RatingEvent,
-)
-from stream.kafka.broker import quiet_client_config
-from stream.learner import FeedbackLearner
+from stream.events import Admission, Counts, InteractionEvent
+from stream.kafka import clients
 
 log = logging.getLogger(__name__)
 
 
-class HistoryCollector(FeedbackLearner):
-    """Applies profiles and filters like the learner, but collects interaction events.
+class HistoryCollector:
+    """Admits messages like the learner and collects the admitted interaction events.
 
     ``indexes[k]`` is the learner's event index (messages consumed before it) of
-    ``events[k]``.
+    ``events[k]``; ``users`` and ``items`` are the profiles admitted along the way.
+
+    >>> from stream.events import RatingEvent, UserProfileEvent, ItemProfileEvent, encode_event
+    >>> history = HistoryCollector(Settings())
+    >>> kw = dict(user_id="u", ts=1.7e9)
+    >>> for e in (UserProfileEvent(event_id="p", **kw),
+    ...           RatingEvent(event_id="r", item_id="i", rating=3, **kw),  # unknown item
+    ...           ItemProfileEvent(event_id="q", item_id="i", ts=1.7e9),
+    ...           RatingEvent(event_id="s", item_id="i", rating=4, **kw)):
+    ...     history.process(encode_event(e))
+    >>> [e.event_id for e in history.events], history.indexes, history.counts.dead_lettered
+    (['s'], [3], 1)
     """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+        self.admission = Admission.from_settings(settings)
         self.events: list[InteractionEvent] = []
         self.indexes: list[int] = []
-        for kind in (RatingEvent, ClickEvent, ImpressionEvent, DwellEvent):
-            self._handlers[kind] = self._collect
 
-    def _collect(self, event: InteractionEvent) -> None:
-        self.events.append(event)
-        self.indexes.append(self.counts.consumed - 1)
+    @property
+    def counts(self) -> Counts:
+        return self.admission.counts
+
+    @property
+    def users(self) -> dict[str, dict[str, Any]]:
+        return self.admission.profiles.users
+
+    @property
+    def items(self) -> dict[str, dict[str, Any]]:
+        return self.admission.profiles.items
+
+    def process(self, raw: bytes | None) -> None:
+        """Admit one message; keep it if it is an admitted interaction event."""
+        event = self.admission.admit_raw(raw)
+        if isinstance(event, InteractionEvent):
+            self.events.append(event)
+            self.indexes.append(self.admission.counts.consumed - 1)
 
 
 def read_history(
@@ -63,16 +78,7 @@ def read_history(
     todo = {p: end for p, end in end_offsets.items() if end > 0}
     if not todo:
         return collector
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"history-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            **quiet_client_config(),
-        }
-    )
+    consumer = clients.reader(bootstrap_servers, "history", partition_eof=True, bulk=True)
     consumer.assign([TopicPartition(topic, p, 0) for p in sorted(todo)])
     process, deadline = collector.process, time.monotonic() + timeout
     try:
@@ -80,10 +86,7 @@ def read_history(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"history not read within {timeout}s; missing {todo}")
             for msg in consumer.consume(5000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("history read error: %s", err)
+                if not clients.is_data(msg, source="history read"):
                     continue
                 p, offset = msg.partition() or 0, msg.offset() or 0
                 end = todo.get(p)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from stream.events import BaseEvent, encode_event
-from stream.kafka.broker import quiet_client_config
+from stream.kafka import clients
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,10 @@ def event_key(record: Record) -> bytes | None:
 class EventPublisher:
     """An idempotent Kafka producer for feedback events (objects, dicts or raw bytes)."""
 
-    def __init__(
-        self, bootstrap_servers: str, topic: str, extra: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
         self.stats = DeliveryStats()
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "batch.num.messages": 10000,
-                "queue.buffering.max.messages": 500000,
-                **quiet_client_config(),
-                **(extra or {}),
-            }
-        )
+        self._producer = clients.producer(bootstrap_servers, bulk=True)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -81,9 +69,7 @@ class EventPublisher:
         if nxt > self.stats.end_offsets.get(part, 0):
             self.stats.end_offsets[part] = nxt
 
-    def publish(
-        self, record: Record, key: bytes | None = None
-    ) -> None:
+    def publish(self, record: Record, key: bytes | None = None) -> None:
         if isinstance(record, bytes):
             value = record
         elif isinstance(record, dict):

@@ -1,6 +1,9 @@
 """The consumer's user logic: admit each event, score it, then learn it."""
 
-from stream.learner.learner import Counts, FeedbackLearner, Rejection, SeenEvents
+# Counts, Rejection and SeenEvents live in stream.events (admission); re-exported here for
+# the code that knows them as the learner's.
+from stream.events import Counts, Rejection, SeenEvents
+from stream.learner.learner import FeedbackLearner
 
 __all__ = [
     "Counts",

@@ -1,9 +1,15 @@
-"""The user logic of the consumer: validate, de-duplicate, filter, score, then learn.
+"""The user logic of the consumer: admit, score, then learn each event.
 
 :class:`FeedbackLearner` knows nothing about Kafka; the consumer loop feeds it message values
 and `feedback-loop evaluate` feeds it the records of a file, so both run the same code.
-Every event is scored before it is learned (prequential evaluation), and every message ends in
-exactly one bucket, so ``consumed == applied + dead_lettered + filtered + duplicates``.
+Each message goes one way:
+
+1. :class:`~stream.events.Admission` decodes, counts, de-duplicates and filters it, and
+   stores profiles (so ``consumed == applied + dead_lettered + filtered + duplicates``);
+2. one dispatch on the type of an admitted interaction picks its ``_learn_*`` method, which
+   scores the event before the models learn it (prequential evaluation), then learns it;
+3. each observer of the lifecycle (drift monitor feed, hold-out window) gets the typed
+   outcome (:mod:`stream.evaluation.outcome`).
 
 >>> from stream.config import Settings
 >>> learner = FeedbackLearner(Settings())
@@ -21,99 +27,37 @@ exactly one bucket, so ``consumed == applied + dead_lettered + filtered + duplic
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from stream.config import Settings
-from stream.drift import EVENT_TYPE_CODES
-from stream.evaluation import BinaryScore, HitRate, RegressionScore
+from stream.evaluation import (
+    BinaryScore,
+    Dwelled,
+    Engagement,
+    HitRate,
+    NaiveBaselines,
+    Rated,
+    RegressionScore,
+)
 from stream.events import (
+    Admission,
     ClickEvent,
+    Counts,
     DwellEvent,
     Event,
     ImpressionEvent,
     InteractionEvent,
-    InvalidEvent,
-    ItemProfileEvent,
     RatingEvent,
-    UserProfileEvent,
-    decode_event,
+    Rejection,
 )
-from stream.lifecycle import NO_LOSS, ModelLifecycle
+from stream.lifecycle import ModelLifecycle
 from stream.models import ModelBundle
 
-INTERACTION_TYPES = frozenset({"impression", "click", "dwell", "rating"})
 # recall@K of the implicit model on positive events, K as in the report key recall_at_10.
 RECALL_K = 10
-# Weight of each new click-model regret in its slow moving average (~20k events memory).
-REGRET_TREND_RATE = 5e-5
-# How long (event time) a user who looked like a bot stays filtered.
-BOT_BLOCK_SECONDS = 86400
 # Messages between two points of the learner's quality timeline (for plots).
 TIMELINE_EVERY = 2000
-
-
-class Rejection(NamedTuple):
-    """Why a message goes to the dead-letter topic; ``kind`` is a bounded metric label."""
-
-    kind: str
-    reason: str
-    event_type: str = "invalid"
-
-
-@dataclass
-class Counts:
-    """Where every consumed message ended up."""
-
-    consumed: int = 0
-    applied: int = 0
-    dead_lettered: int = 0
-    filtered: int = 0
-    duplicates: int = 0
-    consumed_by_type: dict[str, int] = field(default_factory=dict)
-    dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
-    filtered_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def reconciles(self) -> bool:
-        total = self.applied + self.dead_lettered + self.filtered + self.duplicates
-        return self.consumed == total
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "consumed": self.consumed,
-            "applied": self.applied,
-            "dead_lettered": self.dead_lettered,
-            "filtered": self.filtered,
-            "duplicates": self.duplicates,
-            "consumed_by_type": dict(self.consumed_by_type),
-            "dead_letters_by_kind": dict(self.dead_letters_by_kind),
-            "filtered_by_reason": dict(self.filtered_by_reason),
-        }
-
-
-class SeenEvents:
-    """A sliding window of the last ``size`` event ids, for de-duplication."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._ids: set[str] = set()
-        self._order: deque[str] = deque()
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
-
-    def add(self, event_id: str) -> None:
-        if self.size == 0:
-            return
-        self._ids.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self.size:
-            self._ids.discard(self._order.popleft())
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
 
 class FeedbackLearner:
@@ -123,96 +67,73 @@ class FeedbackLearner:
         self.limits = settings.limits
         cfg = settings.model
         self.model_config = cfg
-        self.bot_limit = settings.consumer.bot_events_per_minute
         self.models = ModelBundle.fresh(
             cfg,
             rating_min=self.limits.rating_min,
             rating_max=self.limits.rating_max,
             dwell_cap_seconds=self.limits.dwell_cap_seconds,
         )
+        self.admission = Admission.from_settings(settings)
+        self._profiles = self.admission.profiles  # hot path: one attribute, not two
         self.rating_score = RegressionScore()
         self.click_score = BinaryScore()
         self.recall = HitRate()
-        # Naive references scored the same way: the running global mean rating and the
-        # running click-through rate. A useful model must beat them.
-        self.baseline_rating_score = RegressionScore()
-        self.baseline_click_score = BinaryScore()
-        self._rating_sum = 0.0
-        self._clicks = 0
-        self._regret_trend = 0.0
-        self._regret_n = 0
-        self.counts = Counts()
-        self.seen = SeenEvents(settings.consumer.dedup_window)
-        self.users: dict[str, dict[str, Any]] = {}
-        self.items: dict[str, dict[str, Any]] = {}
-        # user -> [minute bucket of event time, events in it, flagged until], for the bot
-        # filter.
-        self._activity: dict[str, list[int]] = {}
+        # Naive references scored the same way; a useful model must beat them.
+        self.naive = NaiveBaselines(first_rating=0.0)
         self.lifecycle = ModelLifecycle(settings)
-        # Direct references for the hot path (both live as long as the learner).
-        self._drift = self.lifecycle.monitor
-        self._holdout = self.lifecycle.holdout
+        # Who hears each outcome: the lifecycle's observers (a test may add its own).
+        self.observers = list(self.lifecycle.observers)
         # (event index, clicks scored, model log-loss sum, naive log-loss sum, ratings
         # scored, squared-error sum) every TIMELINE_EVERY messages, for plots.
         self.timeline: list[tuple[int, int, float, float, int, float]] = [(0, 0, 0.0, 0.0, 0, 0.0)]
-        self._handlers = {
+        # The one dispatch on the event type. Profiles have no entry: admission stored them.
+        self._learners: dict[type, Callable[[Any, int, bool], None]] = {
             RatingEvent: self._learn_rating,
             ClickEvent: self._learn_click,
             ImpressionEvent: self._learn_impression,
             DwellEvent: self._learn_dwell,
-            UserProfileEvent: self._learn_user,
-            ItemProfileEvent: self._learn_item,
         }
+
+    # -- state other components read ----------------------------------------------------------
+    @property
+    def counts(self) -> Counts:
+        return self.admission.counts
+
+    @property
+    def users(self) -> dict[str, dict[str, Any]]:
+        return self._profiles.users
+
+    @property
+    def items(self) -> dict[str, dict[str, Any]]:
+        return self._profiles.items
 
     # -- entry points -------------------------------------------------------------------
     def process(self, raw: bytes | None) -> Rejection | None:
         """Decode and apply one message; return a :class:`Rejection` for the dead letters."""
-        try:
-            if not raw:
-                raise InvalidEvent("empty message")
-            event = decode_event(raw, self.limits)
-        except InvalidEvent as err:
-            c = self.counts
-            c.consumed += 1
-            c.consumed_by_type[err.event_type] = c.consumed_by_type.get(err.event_type, 0) + 1
-            return self._reject(Rejection(err.kind, err.reason, err.event_type))
-        return self.apply(event)
+        event = self.admission.admit_raw(raw)
+        if event is None or isinstance(event, Rejection):
+            return event
+        self._learn(event)
+        return None
 
     def apply(self, event: Event) -> Rejection | None:
         """Apply one validated event (counted as consumed)."""
-        c = self.counts
-        c.consumed += 1
-        etype = event.type
-        c.consumed_by_type[etype] = c.consumed_by_type.get(etype, 0) + 1
-        if event.event_id in self.seen:
-            c.duplicates += 1
-            return None
-        if etype in INTERACTION_TYPES:
-            assert isinstance(event, InteractionEvent)  # for the type checker (cheap)
-            if self.limits.require_known_users and event.user_id not in self.users:
-                return self._reject(
-                    Rejection("unknown_user", f"unknown user {event.user_id!r}", etype)
-                )
-            if self.limits.require_known_items and event.item_id not in self.items:
-                return self._reject(
-                    Rejection("unknown_item", f"unknown item {event.item_id!r}", etype)
-                )
-            if self._is_bot(event.user_id, event.ts):
-                self.seen.add(event.event_id)
-                c.filtered += 1
-                c.filtered_by_reason["bot"] = c.filtered_by_reason.get("bot", 0) + 1
-                return None
-            drift = self._drift
-            if drift is not None:
-                idx = c.consumed
-                drift.observe_event_type(EVENT_TYPE_CODES[etype], idx)
-                drift.observe_new_user(not self.models.implicit.has_user(event.user_id), idx)
-        self.seen.add(event.event_id)
-        self._handlers[type(event)](event)  # type: ignore[operator]
-        c.applied += 1
-        if c.consumed % TIMELINE_EVERY == 0:
-            self._snapshot()
+        admitted = self.admission.admit(event)
+        if admitted is None or isinstance(admitted, Rejection):
+            return admitted
+        self._learn(admitted)
         return None
+
+    def _learn(self, event: Event) -> None:
+        """Learn an admitted event (the ``index``-th message) and tell the observers."""
+        index = self.admission.counts.consumed
+        learn = self._learners.get(type(event))
+        if learn is not None:
+            # Asked before learning: whether the models have seen the user.
+            user_id = event.user_id  # type: ignore[union-attr]  # an interaction
+            learn(event, index, not self.models.implicit.has_user(user_id))
+        if index % TIMELINE_EVERY == 0:
+            self._snapshot()
 
     def close_timeline(self) -> None:
         """Add a timeline point for the messages since the last one (before a report)."""
@@ -220,7 +141,7 @@ class FeedbackLearner:
             self._snapshot()
 
     def _snapshot(self) -> None:
-        cs, bs, rs = self.click_score, self.baseline_click_score, self.rating_score
+        cs, bs, rs = self.click_score, self.naive.click_score, self.rating_score
         self.timeline.append(
             (
                 self.counts.consumed,
@@ -232,94 +153,45 @@ class FeedbackLearner:
             )
         )
 
-    def _reject(self, rejection: Rejection) -> Rejection:
-        c = self.counts
-        c.dead_lettered += 1
-        c.dead_letters_by_kind[rejection.kind] = c.dead_letters_by_kind.get(rejection.kind, 0) + 1
-        return rejection
-
-    def _is_bot(self, user_id: str, ts: float) -> bool:
-        """Over ``bot_limit`` events in a minute of event time flags a user as a bot for a
-        day of event time, so a bot's next bursts are filtered from their first event."""
-        bucket = int(ts // 60)
-        act = self._activity.get(user_id)
-        if act is None:
-            self._activity[user_id] = [bucket, 1, 0]
-            return False
-        if ts < act[2]:  # flagged
-            return True
-        if act[0] != bucket:
-            act[0], act[1] = bucket, 1
-            return False
-        act[1] += 1
-        if act[1] > self.bot_limit:
-            act[2] = int(ts) + BOT_BLOCK_SECONDS
-            return True
-        return False
-
-    # -- per-type learning (score first, then learn) ---------------------------------------
-    def _learn_rating(self, e: RatingEvent) -> None:
-        predicted = self.models.learn(e, self.users, self.items, True)
-        assert predicted is not None
+    # -- per-type learning (score first, then learn, then tell the observers) -----------------
+    def _learn_rating(self, e: RatingEvent, index: int, new_user: bool) -> None:
+        predicted = self.models.learn_rating(e)
         self.rating_score.update(e.rating, predicted)
-        n = self.baseline_rating_score.n
-        self.baseline_rating_score.update(e.rating, self._rating_sum / n if n else 0.0)
-        self._rating_sum += e.rating
-        se = (e.rating - predicted) ** 2
-        self._holdout.append((NO_LOSS, se))
-        if self._drift is not None:
-            self._drift.observe_rating_error(se, self.counts.consumed)
+        self.naive.score_rating(e.rating)
+        out = Rated(index, new_user, (e.rating - predicted) ** 2)
+        for observer in self.observers:
+            observer.rating(out)
 
-    def _learn_engagement(self, e: ClickEvent | ImpressionEvent, clicked: bool) -> float:
-        p = self.models.learn(e, self.users, self.items, True)
-        assert p is not None
+    def _learn_engagement(
+        self, e: ClickEvent | ImpressionEvent, clicked: bool, index: int, new_user: bool
+    ) -> None:
+        item = self._profiles.items.get(e.item_id)
+        p = self.models.learn_engagement(
+            e, clicked, self._profiles.users.get(e.user_id), item, True
+        )
+        assert p is not None  # scored
         loss = self.click_score.update(clicked, p)
-        n = self.baseline_click_score.n
-        naive = (self._clicks + 0.5) / (n + 1.0)
-        naive_loss = self.baseline_click_score.update(clicked, naive)
-        self._clicks += clicked
-        self._holdout.append((loss, NO_LOSS))
-        if self._drift is not None:
-            # The loss relative to the naive click-through rate: a change in the base rate
-            # alone moves both, a model that lost its edge moves only one.
-            regret = loss - naive_loss
-            # Detrended: against its own slow moving average, so the learning curve (a
-            # steady fall) does not hide a later rise.
-            # (A plain running mean until it has seen 1 / rate events: no start-up bias.)
-            trend = self._regret_trend
-            self._drift.observe_engagement_loss(regret - trend, self.counts.consumed)
-            self._regret_n += 1
-            self._regret_trend = trend + (regret - trend) * max(
-                REGRET_TREND_RATE, 1.0 / self._regret_n
-            )
-        return p
+        naive_loss = self.naive.score_engagement(clicked)
+        genres = item.get("genres") if clicked and item is not None else None
+        genre = genres[0] if genres else None
+        out = Engagement(index, new_user, clicked, loss, naive_loss, genre)
+        for observer in self.observers:
+            observer.engagement(out)
 
-    def _learn_click(self, e: ClickEvent) -> None:
+    def _learn_click(self, e: ClickEvent, index: int, new_user: bool) -> None:
         hit = self.models.implicit.hit_at_k(e.user_id, e.item_id, RECALL_K)
         if hit is not None:
             self.recall.update(hit)
-        self._learn_engagement(e, True)
-        if self._drift is not None:
-            genres = self.items.get(e.item_id, {}).get("genres")
-            if genres:
-                self._drift.observe_click_genre(
-                    self._drift.genre_codes.code(genres[0]), self.counts.consumed
-                )
+        self._learn_engagement(e, True, index, new_user)
 
-    def _learn_impression(self, e: ImpressionEvent) -> None:
-        self._learn_engagement(e, False)
+    def _learn_impression(self, e: ImpressionEvent, index: int, new_user: bool) -> None:
+        self._learn_engagement(e, False, index, new_user)
 
-    def _learn_dwell(self, e: DwellEvent) -> None:
-        self.models.learn(e, self.users, self.items)
-        self._holdout.append((NO_LOSS, NO_LOSS))
-        if self._drift is not None:
-            self._drift.observe_dwell(e.seconds, self.counts.consumed)
-
-    def _learn_user(self, e: UserProfileEvent) -> None:
-        self.users[e.user_id] = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
-
-    def _learn_item(self, e: ItemProfileEvent) -> None:
-        self.items[e.item_id] = {"genres": e.genres, "year": e.year}
+    def _learn_dwell(self, e: DwellEvent, index: int, new_user: bool) -> None:
+        self.models.learn_dwell(e)
+        out = Dwelled(index, new_user, e.seconds)
+        for observer in self.observers:
+            observer.dwell(out)
 
     # -- reporting ------------------------------------------------------------------------
     def scores(self) -> dict[str, float | None]:
@@ -332,10 +204,11 @@ class FeedbackLearner:
         }
 
     def baselines(self) -> dict[str, float | None]:
+        naive = self.naive
         return {
-            "rmse": self.baseline_rating_score.rmse,
-            "mae": self.baseline_rating_score.mae,
-            "logloss": self.baseline_click_score.logloss,
+            "rmse": naive.rating_score.rmse,
+            "mae": naive.rating_score.mae,
+            "logloss": naive.click_score.logloss,
         }
 
     def summary(self) -> dict[str, Any]:

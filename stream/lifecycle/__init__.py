@@ -1,28 +1,39 @@
-"""The model lifecycle: retrain state, registry, search and training, swaps."""
+"""The model lifecycle: retrain state, hold-out window, registry, search and training, swaps."""
 
-from stream.lifecycle.model_lifecycle import NO_LOSS, ModelLifecycle
+from stream.lifecycle.holdout import NO_LOSS, HoldoutWindow
+from stream.lifecycle.model_lifecycle import ModelLifecycle
+from stream.lifecycle.records import AlarmRecord, RetrainAnswer, RetrainRecord, SwapRecord
 from stream.lifecycle.registry import ModelRegistry, ModelVersion, RegistryError
-from stream.lifecycle.retrain import (
+from stream.lifecycle.retrain import RetrainOutcome, retrain
+from stream.lifecycle.scoring import (
+    HoldoutLosses,
+    References,
+    naive_references,
+    prequential_losses,
+    quality_loss,
+)
+from stream.lifecycle.search import (
     EPOCHS,
     FACTORS,
     LOG_RANGES,
     OLDER,
     WINDOW_SHARES,
-    HoldoutLosses,
-    References,
-    RetrainOutcome,
-    TrainingData,
-    naive_references,
-    prequential_losses,
-    quality_loss,
-    retrain,
     suggest_params,
 )
+from stream.lifecycle.state import InvalidTransition, RetrainState
+from stream.lifecycle.training import TrainingData
 
 __all__ = [
+    "AlarmRecord",
+    "InvalidTransition",
+    "RetrainAnswer",
+    "RetrainRecord",
+    "RetrainState",
+    "SwapRecord",
     "EPOCHS",
     "FACTORS",
     "HoldoutLosses",
+    "HoldoutWindow",
     "LOG_RANGES",
     "ModelLifecycle",
     "ModelRegistry",

@@ -1,33 +1,35 @@
 """The model lifecycle of one learner: drift alarms -> retrain decisions -> swaps.
 
-:class:`ModelLifecycle` is pure bookkeeping (no Kafka): it owns the drift monitor and the
-retrain policy, keeps the live models' per-event losses over the last hold-out window (the
-champion's side of the champion/challenger comparison) and records every alarm, retrain and
-swap for the reports. It is part of the learner's state, so it is checkpointed with it.
+:class:`ModelLifecycle` is pure bookkeeping (no Kafka): it owns the drift monitor, the
+retrain policy and the retrain state machine (:class:`~stream.lifecycle.state.RetrainState`),
+keeps the live models' per-event losses over the last hold-out window (the champion's side
+of the champion/challenger comparison) and records every alarm, retrain and swap
+(:mod:`stream.lifecycle.records`) for the reports. It is part of the learner's state, so it
+is checkpointed with it.
 
 >>> from stream.config import Settings
 >>> life = ModelLifecycle(Settings())
 >>> life.trigger("manual")
 >>> decision = life.review(event_index=50_000)
 >>> request = life.request(decision, {0: 50_000}, event_index=50_000)
->>> request.reason, life.retrains[0]["start_event_index"]
-('manual', 50000)
+>>> request.reason, life.retrains[0].start_event_index, life.state.phase
+('manual', 50000, 'requested')
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any
 
 from stream.config import Settings
-from stream.drift import Decision, DriftMonitor, RetrainPolicy
+from stream.drift import Decision, DriftMonitor, DriftObserver, RetrainPolicy
+from stream.evaluation import OutcomeObserver
 from stream.events import ModelPublished, RetrainFailed, RetrainRequest
+from stream.lifecycle.holdout import HoldoutWindow
+from stream.lifecycle.records import AlarmRecord, RetrainAnswer, RetrainRecord, SwapRecord
+from stream.lifecycle.state import RetrainState
 
 log = logging.getLogger(__name__)
-
-# Marks a hold-out slot without that kind of loss (a dwell event has neither).
-NO_LOSS = -1.0
 
 
 class ModelLifecycle:
@@ -46,16 +48,17 @@ class ModelLifecycle:
             else None
         )
         self.policy = RetrainPolicy(d)
-        # (engagement log loss, rating squared error) of the live models per interaction
-        # event, NO_LOSS where not applicable, over the last hold-out window.
-        self.holdout: deque[tuple[float, float]] = deque(
-            maxlen=settings.retrain.holdout_events
+        # The live models' losses over the last hold-out window (the champion).
+        self.holdout = HoldoutWindow(settings.retrain.holdout_events)
+        # What the learner hands each event's outcome to.
+        self.observers: tuple[OutcomeObserver, ...] = (self.holdout,) + (
+            (DriftObserver(self.monitor),) if self.monitor is not None else ()
         )
         self.version = 0
-        self.alarms: list[dict[str, Any]] = []
-        self.retrains: list[dict[str, Any]] = []
-        self.swaps: list[dict[str, Any]] = []
-        self.pending: RetrainRequest | None = None
+        self.alarms: list[AlarmRecord] = []
+        self.retrains: list[RetrainRecord] = []
+        self.swaps: list[SwapRecord] = []
+        self.state = RetrainState()
         self._manual: str | None = None
         # Next offset of the control topic to read (checkpointed with the learner).
         self.control_offset = 0
@@ -65,42 +68,24 @@ class ModelLifecycle:
         self._manual = reason
 
     def review(self, event_index: int) -> Decision | None:
-        """Turn the alarms raised since the last review into at most one decision."""
+        """Turn the alarms raised since the last review into at most one decision.
+
+        A decision must be followed by :meth:`request`; until then (and while a retrain is
+        in progress) further signals are counted as ignored, ``retrain_in_progress``.
+        """
         decision = None
         if self._manual is not None:
-            decision = self.policy.trigger(event_index, self._manual)
+            decision = self.policy.trigger(event_index, self._manual, busy=self.state.busy)
             self._manual = None
         for s in self.monitor.drain() if self.monitor is not None else ():
-            self.alarms.append(
-                {
-                    "event_index": s.event_index,
-                    "detector": s.detector,
-                    "kind": s.kind,
-                    "statistic": s.statistic,
-                    "threshold": s.threshold,
-                }
-            )
-            decided = self.policy.consider(s)
-            decision = decision or decided
+            self.alarms.append(AlarmRecord.from_signal(s))
+            busy = self.state.busy or decision is not None
+            decision = self.policy.consider(s, busy=busy) or decision
         return decision
 
     def champion(self) -> dict[str, float]:
         """The live models' summed losses over the hold-out window (HoldoutLosses fields)."""
-        ll_sum = se_sum = 0.0
-        ll_n = se_n = 0
-        for ll, se in self.holdout:
-            if ll != NO_LOSS:
-                ll_sum += ll
-                ll_n += 1
-            if se != NO_LOSS:
-                se_sum += se
-                se_n += 1
-        return {
-            "engagement_logloss_sum": ll_sum,
-            "engagement_n": ll_n,
-            "rating_se_sum": se_sum,
-            "rating_n": se_n,
-        }
+        return self.holdout.champion()
 
     def request(
         self, decision: Decision, offsets: dict[int, int], event_index: int
@@ -114,70 +99,71 @@ class ModelLifecycle:
             signals=decision.signals,
             champion=self.champion(),
         )
-        self.pending = req
+        self.state.request(req)
         self.retrains.append(
-            {
-                "request_id": req.request_id,
-                "start_event_index": event_index,
-                "decided_at_event_index": decision.event_index,
-                "reason": decision.reason,
-                "signals": list(decision.signals),
-                "end_event_index": None,
-                "status": "requested",
-            }
+            RetrainRecord(
+                request_id=req.request_id,
+                start_event_index=event_index,
+                decided_at_event_index=decision.event_index,
+                reason=decision.reason,
+                signals=decision.signals,
+            )
         )
         return req
 
-    def _record(self, request_id: str) -> dict[str, Any] | None:
-        return next((r for r in self.retrains if r["request_id"] == request_id), None)
+    def _record(self, request_id: str) -> RetrainRecord | None:
+        return next((r for r in self.retrains if r.request_id == request_id), None)
 
     def published(self, msg: ModelPublished, event_index: int) -> bool:
         """Record the retrainer's answer; True when the new version should be swapped in."""
         rec = self._record(msg.request_id)
         if rec is None:  # another consumer's request, or one from before a restore
             return msg.accepted
-        out = msg.outcome
-        rec.update(
-            end_event_index=event_index,
-            status="accepted" if msg.accepted else "rejected",
-            accepted=msg.accepted,
-            version=msg.version,
-            trials=out.get("trials"),
-            validation_score=out.get("best_validation"),
-            challenger_holdout=out.get("challenger_holdout"),
-            champion_holdout=out.get("champion_holdout"),
-            params=out.get("params"),
-            seconds=out.get("seconds"),
-        )
-        if not msg.accepted:
-            self._done()
+        rec.answered(RetrainAnswer.from_published(msg), event_index)
+        # Only the answer to the outstanding request moves the state (a rollback may have
+        # ended that retrain already; its accepted version is still swapped in).
+        if self.state.awaits(msg.request_id):
+            if msg.accepted:
+                self.state.accept(msg.request_id, msg.version)
+            else:
+                self.state.reject(msg.request_id)
         return msg.accepted
 
     def failed(self, msg: RetrainFailed, event_index: int) -> None:
+        """Record a failed retrain; the policy may decide again."""
         rec = self._record(msg.request_id)
         if rec is not None:
-            rec.update(end_event_index=event_index, status="failed", error=msg.error)
-        self._done()
+            rec.fail(event_index, msg.error)
+        if self.state.awaits(msg.request_id):
+            self.state.fail(msg.request_id)
+
+    def swap_failed(self, version: int, event_index: int, error: str) -> None:
+        """``version`` could not be swapped in (missing or corrupt in the registry): if it
+        was the outstanding retrain's, that retrain failed and the policy may decide again."""
+        state = self.state
+        if state.phase != "swapping" or state.version != version:
+            return  # an activation or another consumer's version: nothing was waiting on it
+        req = state.outstanding
+        rec = self._record(req.request_id) if req is not None else None
+        if rec is not None:
+            rec.fail(event_index, error)
+        state.abandon(version)
 
     def swapped(self, version: int, event_index: int, caught_up: int) -> None:
         self.version = version
-        self.swaps.append(
-            {"event_index": event_index, "model_version": version, "caught_up_events": caught_up}
-        )
+        self.swaps.append(SwapRecord(event_index, version, caught_up))
         if self.monitor is not None:
             # The new models have a new loss level and the stream a new normal.
             self.monitor.reset()
-        self._done()
-
-    def _done(self) -> None:
-        self.pending = None
-        self.policy.finished()
+        # Alarms awaiting confirmation were about the models just replaced.
+        self.policy.clear_evidence()
+        self.state.swapped()
 
     def report(self) -> dict[str, Any]:
         return {
-            "drift_alarms": list(self.alarms),
-            "retrains": list(self.retrains),
-            "swaps": list(self.swaps),
+            "drift_alarms": [a.as_dict() for a in self.alarms],
+            "retrains": [r.as_dict() for r in self.retrains],
+            "swaps": [s.as_dict() for s in self.swaps],
             "model_version": self.version,
             "policy_outcomes": {f"{d}:{o}": n for (d, o), n in self.policy.outcomes.items()},
         }

@@ -2,8 +2,9 @@
 
 from stream.models.bundle import ModelBundle
 from stream.models.click import EngagementModel
+from stream.models.factors import FactorModel, FactorTable
 from stream.models.implicit_mf import ImplicitMF
-from stream.models.rating_mf import FactorModel, FactorTable, OnlineMF
+from stream.models.rating_mf import OnlineMF
 
 __all__ = [
     "EngagementModel",

@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from stream.config import ModelConfig
 from stream.events import (
-    Event,
+    ClickEvent,
+    DwellEvent,
+    ImpressionEvent,
     InteractionEvent,
+    RatingEvent,
 )
 from stream.models.click import EngagementModel
 from stream.models.implicit_mf import ImplicitMF
@@ -27,6 +31,8 @@ from stream.models.rating_mf import OnlineMF
 
 
 def _logit(p: float) -> float:
+    # A feature clip, not the log-loss clip of stream.evaluation: it bounds the stacked
+    # feature to about +-9.2 so one confident implicit score cannot dominate the click model.
     p = min(max(p, 1e-4), 1.0 - 1e-4)
     return math.log(p / (1.0 - p))
 
@@ -57,39 +63,61 @@ class ModelBundle:
             dwell_scale=cfg.dwell_alpha / dwell_cap_seconds,
         )
 
+    # -- one method per interaction type: the caller has dispatched on the type already --
+    def learn_rating(self, e: RatingEvent) -> float:
+        """Learn a rating; return the rating predicted before learning."""
+        return self.rating.update(e.user_id, e.item_id, e.rating)
+
+    def learn_engagement(
+        self,
+        e: ClickEvent | ImpressionEvent,
+        clicked: bool,
+        user: Mapping[str, Any] | None,
+        item: Mapping[str, Any] | None,
+        score: bool,
+    ) -> float | None:
+        """Learn a click or impression given the user's and item's profiles (None: unknown).
+
+        With ``score``, return the click probability predicted before learning; without it,
+        skip that prediction (batch training and catch-up after a swap).
+        """
+        # A click is a positive; an impression without click a weak implicit negative.
+        target, weight = (1.0, 1.0) if clicked else (0.0, self.config.negative_weight)
+        cf = self.implicit.update(e.user_id, e.item_id, target, weight)
+        x = self.engagement.features(user, item, e.context)
+        # Stacking: the implicit model's pre-learning score is a feature, so the click
+        # model combines per-user taste with demographics, content and context.
+        x["cf_logit"] = _logit(cf)
+        p = self.engagement.predict_proba(x) if score else None
+        self.engagement.learn(x, clicked)
+        return p
+
+    def learn_dwell(self, e: DwellEvent) -> None:
+        # Longer dwell = more confidence that the click was a real positive.
+        self.implicit.update(e.user_id, e.item_id, 1.0, 1.0 + self.dwell_scale * e.seconds)
+
     def learn(
         self,
-        event: Event | InteractionEvent,
-        users: dict[str, dict[str, Any]],
-        items: dict[str, dict[str, Any]],
+        event: InteractionEvent,
+        users: Mapping[str, Mapping[str, Any]],
+        items: Mapping[str, Mapping[str, Any]],
         score: bool = False,
     ) -> float | None:
-        """Learn one interaction event (profiles are ignored).
+        """Learn one interaction event of a batch (training, catch-up after a swap).
 
         With ``score``, return the prediction made before learning: the rating for a rating
-        event, the click probability for a click or impression (None for dwell). Without it,
-        skip the engagement prediction (batch training and catch-up after a swap).
+        event, the click probability for a click or impression (None for dwell). The live
+        learner dispatches on the type itself and calls the methods above directly.
         """
-        # Dispatch on the type tag: cheaper than isinstance chains on the hot path.
-        e: Any = event
-        kind = e.type
-        if kind == "rating":
-            return self.rating.update(e.user_id, e.item_id, e.rating)
-        if kind == "click" or kind == "impression":
-            clicked = kind == "click"
-            # A click is a positive; an impression without click a weak implicit negative.
-            target, weight = (1.0, 1.0) if clicked else (0.0, self.config.negative_weight)
-            cf = self.implicit.update(e.user_id, e.item_id, target, weight)
-            x = self.engagement.features(users.get(e.user_id), items.get(e.item_id), e.context)
-            # Stacking: the implicit model's pre-learning score is a feature, so the click
-            # model combines per-user taste with demographics, content and context.
-            x["cf_logit"] = _logit(cf)
-            p = self.engagement.predict_proba(x) if score else None
-            self.engagement.learn(x, clicked)
-            return p
-        if kind == "dwell":
-            # Longer dwell = more confidence that the click was a real positive.
-            self.implicit.update(e.user_id, e.item_id, 1.0, 1.0 + self.dwell_scale * e.seconds)
+        kind = type(event)
+        if kind is RatingEvent:
+            return self.learn_rating(cast(RatingEvent, event))
+        if kind is ClickEvent or kind is ImpressionEvent:
+            e = cast(ClickEvent | ImpressionEvent, event)
+            user, item = users.get(e.user_id), items.get(e.item_id)
+            return self.learn_engagement(e, kind is ClickEvent, user, item, score)
+        if kind is DwellEvent:
+            self.learn_dwell(cast(DwellEvent, event))
         return None
 
     def state_equal(self, other: ModelBundle) -> bool:

@@ -6,7 +6,7 @@ dwell) have target 1, impressions without a click target 0, and ``weight`` carri
 confidence (long dwell, low weight for negatives). Ranking all known items is one
 matrix-vector product over the item table.
 
-Storage and seeding are those of :class:`stream.models.rating_mf.FactorTable`, so replays are
+Storage and seeding are those of :class:`stream.models.factors.FactorTable`, so replays are
 bit-identical and scoring never adds users or items.
 
 >>> model = ImplicitMF(factors=4, seed=0)
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import ModelConfig
-from stream.models.rating_mf import FactorModel, FactorTable
+from stream.models.factors import FactorModel, FactorTable, step_pair
 
 __all__ = ["ImplicitMF"]
 
@@ -128,14 +128,7 @@ class ImplicitMF(FactorModel):
         lr = self.learning_rate
         reg = self.regularization
         bi_arr[i] = bi - lr * (g + reg * bi)
-        # p -= lr (g q + reg p) == (1 - lr reg) p - lr g q; q uses the old p.
-        step = -lr * g
-        decay = 1.0 - lr * reg
-        pu_old = pu.copy()
-        pu *= decay
-        pu += step * qi
-        qi *= decay
-        qi += step * pu_old
+        step_pair(pu, qi, -lr * g, 1.0 - lr * reg)
         return s if known else _sigmoid(bi)
 
     def _logits(self, user_id: str) -> np.ndarray:

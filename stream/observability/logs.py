@@ -69,19 +69,32 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The root handler installed by :func:`setup_logging` (replaced, not stacked, on re-runs)."""
+    """The root handler installed by :func:`setup_logging` (replaced, not stacked, on re-runs).
+
+    It writes to whatever ``sys.stderr`` is when a record is emitted, not when it was made:
+    a CLI run inside a test runner that swaps stderr must not leave a handler on a closed
+    stream behind.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
 
 
 def setup_logging(level: str = "INFO", json: bool = False) -> None:
     """Log to stderr at ``level``: JSON lines when ``json``, else ``HUMAN_FORMAT`` lines.
 
-    Calling it again replaces the handler it installed before; other handlers on the root
-    logger (pytest's, for instance) are left alone.
+    The one logging setup of every command. Calling it again replaces the handler it installed
+    before; other handlers on the root logger (pytest's, for instance) are left alone.
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
-    handler = _Handler(sys.stderr)
+    handler = _Handler()
     handler.setFormatter(JsonFormatter() if json else logging.Formatter(HUMAN_FORMAT))
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

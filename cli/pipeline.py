@@ -1,0 +1,279 @@
+"""The commands that run the pipeline and report on it: demo, replay, consume, evaluate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import (
+    FormatOpt,
+    MetricsPortOpt,
+    ReportOpt,
+    SeedOpt,
+    StateDirOpt,
+    console,
+    fail,
+    install_signals,
+    log,
+    require_cluster,
+    settings,
+)
+from cli.progress import LiveProgress, finish
+from cli.sources import open_source, publish, sim_records, simulator
+from stream.config import Settings
+from stream.observability.logs import setup_logging
+
+
+def _start_retrainer(cfg: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+    """The retrainer as a child process (its own core, its own GIL), logging to a file."""
+    from stream.config import settings_env
+
+    env = {**os.environ, **settings_env(cfg), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    log_path = cfg.consumer.state_dir / "retrainer.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"retrainer started (log: {log_path})")
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli.app", "retrainer", "--metrics-port", "0"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def _run_on_embedded_or_cluster(
+    cfg: Settings,
+    records: Iterable[Any],
+    total: int | None,
+    label: str,
+    metrics_port: int,
+    report: Path | None,
+    config: dict[str, Any],
+    retrainer: bool = True,
+    rate: float | None = None,
+) -> None:
+    """Publish and consume ``records`` in this process (on the embedded broker when no
+    cluster is configured), with the retrainer as a child process; then report."""
+    from consumers.pipeline import build_report, run_pipeline
+    from stream.kafka.broker import kafka_cluster, stop_process
+    from stream.observability.metrics import PipelineMetrics
+
+    metrics = PipelineMetrics()
+    port = metrics.serve(cfg.metrics.host, metrics_port)
+    console.print(f"metrics on http://{cfg.metrics.host}:{port}/metrics")
+    worker = None
+    with kafka_cluster(cfg) as bootstrap:
+        console.print(f"broker at {bootstrap} (embedded: {not cfg.bootstrap_servers})")
+        try:
+            if retrainer and cfg.drift.enabled:
+                worker = _start_retrainer(cfg, bootstrap)
+            with LiveProgress(total, label) as live:
+                result = run_pipeline(
+                    cfg,
+                    bootstrap,
+                    records,
+                    metrics=metrics,
+                    on_batch=live.update,
+                    install_stop=install_signals,
+                    wait_for_retrains=worker is not None,
+                    rate=rate,
+                )
+                live.update(result.run.learner, force=True)
+        finally:
+            stop_process(worker)
+    pub = result.published
+    rep = build_report(
+        result.run.learner,
+        result.run.events_per_second,
+        config,
+        published={"sent": pub.sent, "delivered": pub.delivered, "failed": pub.failed},
+        publish_seconds=round(result.publish_seconds, 3),
+        interrupted=result.interrupted,
+    )
+    finish(rep, report, result.run.learner)
+    if pub.failed:
+        raise fail(f"{pub.failed} events were not delivered: {pub.errors[:3]}")
+
+
+def demo(
+    events: Annotated[
+        int | None,
+        typer.Option(
+            "--events", min=1,
+            help="Interaction events [default: 100000; with --drift-at, drift-at + 200000].",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Events per second to publish [default: as fast as possible; with "
+            "--drift-at, 8000, so the stream goes on while the retrainer works].",
+        ),
+    ] = None,
+    seed: SeedOpt = 42,
+    metrics_port: MetricsPortOpt = 9108,
+    report: ReportOpt = None,
+    bot_share: Annotated[float, typer.Option(help="Share of bot users.")] = 0.02,
+    drift_at: Annotated[
+        int | None,
+        typer.Option(help="Interaction event at which tastes and preferences change."),
+    ] = None,
+    drift_duration: Annotated[
+        int, typer.Option(help="Events over which the drift happens (0 = abrupt).")
+    ] = 0,
+    drift_share: Annotated[float, typer.Option(help="Share of users whose tastes change.")] = 0.5,
+    retrainer: Annotated[
+        bool,
+        typer.Option("--retrainer/--no-retrainer", help="Run the retrainer (child process)."),
+    ] = True,
+    state_dir: StateDirOpt = None,
+    log_level: str = "WARNING",
+) -> None:
+    """Run the whole loop on the embedded broker: simulator -> Kafka -> consumer -> report.
+
+    Drift detection runs on the live stream; when it decides, the retrainer rebuilds the
+    models (hyperparameter search, champion/challenger) and the consumer swaps them in.
+    """
+    setup_logging(log_level)
+    if events is None:
+        events = 100_000 if drift_at is None else drift_at + 200_000
+    if rate is None and drift_at is not None:
+        rate = 8000.0
+    state = state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-demo-"))
+    cfg = settings(state, seed, registry_in_state=True)
+    sim = simulator(seed, bot_share, drift_at, drift_duration, drift_share)
+    total = sim.config.n_users + sim.config.n_items + events
+    config = {
+        "command": "demo",
+        "events": events,
+        "seed": seed,
+        "bot_share": bot_share,
+        "drift_at": drift_at,
+        "drift_duration": drift_duration,
+        "drift_share": drift_share,
+        "rate": rate,
+        **cfg.model_dump(mode="json"),
+    }
+    _run_on_embedded_or_cluster(
+        cfg, sim_records(sim, events), total, "demo", metrics_port, report, config,
+        retrainer=retrainer, rate=rate,
+    )
+
+
+def replay(
+    path: Annotated[Path, typer.Argument(help="The file to replay.")],
+    fmt: FormatOpt = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Replay event time at this factor (default: max).")
+    ] = None,
+    consume: Annotated[
+        bool | None,
+        typer.Option(
+            "--consume/--no-consume",
+            help="Also run the consumer in this process (default: on the embedded broker).",
+        ),
+    ] = None,
+    metrics_port: MetricsPortOpt = 9108,
+    report: ReportOpt = None,
+    state_dir: StateDirOpt = None,
+    log_level: str = "WARNING",
+) -> None:
+    """Replay a file's events in timestamp order into Kafka."""
+    from producers.replay import paced
+
+    setup_logging(log_level)
+    cfg = settings(
+        state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-replay-")),
+        registry_in_state=True,
+    )
+    source = open_source(path, fmt)
+    records = paced(source.records(), speed)
+    embedded = not cfg.bootstrap_servers
+    if consume is None:
+        consume = embedded
+    if not consume:
+        publish(cfg, records, None)
+        return
+    config = {
+        "command": "replay",
+        "path": str(path),
+        "format": source.format,
+        "speed": speed,
+        **cfg.model_dump(mode="json"),
+    }
+    _run_on_embedded_or_cluster(
+        cfg, records, None, f"replay {source.format}", metrics_port, report, config
+    )
+
+
+def consume(
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Stop once caught up with the topic.")
+    ] = False,
+    metrics_port: MetricsPortOpt = 9108,
+    report: ReportOpt = None,
+    state_dir: StateDirOpt = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+    log_level: str = "INFO",
+    json_logs: Annotated[
+        bool, typer.Option("--json-logs", help="Log JSON lines (ts, level, logger, msg, fields).")
+    ] = False,
+) -> None:
+    """The long-running consumer: events -> online models, checkpointed; SIGTERM stops it."""
+    from consumers.loop import FeedbackConsumer
+    from consumers.pipeline import build_report
+    from stream.kafka.broker import ensure_topics
+    from stream.observability.metrics import PipelineMetrics
+
+    setup_logging(log_level, json_logs)
+    cfg = settings(state_dir, group_id=group_id)
+    bootstrap = require_cluster(cfg, "consume")
+    ensure_topics(bootstrap, cfg.topics)
+    metrics = PipelineMetrics()
+    port = metrics.serve(cfg.metrics.host, metrics_port)
+    log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
+    consumer = FeedbackConsumer(cfg, bootstrap, metrics=metrics)
+    install_signals(consumer.request_stop)
+    result = consumer.run(stop_at_end=until_end)
+    rep = build_report(
+        result.learner,
+        result.events_per_second,
+        {"command": "consume", **cfg.model_dump(mode="json")},
+        restored_from_checkpoint=result.restored_from_checkpoint,
+    )
+    finish(rep, report, result.learner)
+
+
+def evaluate(
+    path: Annotated[Path, typer.Argument(help="The file to evaluate on.")],
+    fmt: FormatOpt = None,
+    report: ReportOpt = None,
+    seed: SeedOpt = 42,
+    dead_letters: Annotated[
+        Path | None, typer.Option(help="Write rejected records here as JSONL.")
+    ] = None,
+) -> None:
+    """Run the consumer's model code over a file, no broker: offline prequential scores."""
+    from consumers.evaluate import evaluate_records
+    from consumers.pipeline import build_report
+
+    cfg = settings(seed=seed)
+    source = open_source(path, fmt)
+    with LiveProgress(None, f"evaluate {source.format}") as live:
+        learner, seconds = evaluate_records(
+            cfg, source.records(), on_progress=live.update, dead_letters=dead_letters
+        )
+        live.update(learner, force=True)
+    config = {
+        "command": "evaluate",
+        "path": str(path),
+        "format": source.format,
+        **cfg.model_dump(mode="json"),
+    }
+    consumed = learner.counts.consumed
+    finish(build_report(learner, consumed / seconds if seconds else 0.0, config), report, learner)

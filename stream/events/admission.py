@@ -1,0 +1,251 @@
+"""Admission: what decides whether a message reaches the models, and counts every one.
+
+:class:`Admission` is the one gate of the live learner and of the retrainer's history reader,
+so both see exactly the same events in the same order. A message is, in this order:
+
+1. decoded and validated (else dead-lettered: ``malformed_json``, ``unknown_type``,
+   ``invalid_event``, or ``empty`` message);
+2. dropped if its ``event_id`` was seen recently (a duplicate);
+3. for an interaction: dead-lettered if its user or item has no profile yet
+   (``unknown_user``, ``unknown_item``, when the limits require known ids), then dropped if
+   its user looks like a bot (filtered, reason ``bot``);
+4. admitted: a profile is stored (:class:`Profiles`), an interaction is returned for the
+   models to learn.
+
+Every message ends in exactly one bucket, so ``consumed == applied + dead_lettered +
+filtered + duplicates``.
+
+>>> from stream.config import Limits
+>>> gate = Admission(Limits(), dedup_window=100, bot_events_per_minute=120)
+>>> gate.admit_raw(b'{"type": "user_profile", "event_id": "p1", "user_id": "u1", "ts": 1.7e9}').type
+'user_profile'
+>>> gate.admit_raw(b'{"type":"click","event_id":"c1","user_id":"u1","item_id":"i1","ts":1.7e9}')
+Rejection(kind='unknown_item', reason="unknown item 'i1'", event_type='click')
+>>> gate.admit_raw(b'{"type": "user_profile", "event_id": "p1", "user_id": "u1", "ts": 1.7e9}')
+>>> gate.admit_raw(b"").kind
+'invalid_event'
+>>> c = gate.counts
+>>> (c.consumed, c.applied, c.dead_lettered, c.duplicates, c.reconciles())
+(4, 1, 2, 1, True)
+>>> gate.profiles.users
+{'u1': {'age': None, 'gender': None, 'occupation': None}}
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from stream.config import Limits, Settings
+from stream.events.codec import InvalidEvent, decode_event
+from stream.events.schema import Event, InteractionEvent, ItemProfileEvent, UserProfileEvent
+
+__all__ = [
+    "BOT_BLOCK_SECONDS",
+    "Admission",
+    "BotFilter",
+    "Counts",
+    "Profiles",
+    "Rejection",
+    "SeenEvents",
+]
+
+# How long (event time) a user who looked like a bot stays filtered.
+BOT_BLOCK_SECONDS = 86400
+
+
+class Rejection(NamedTuple):
+    """Why a message goes to the dead-letter topic; ``kind`` is a bounded metric label."""
+
+    kind: str
+    reason: str
+    event_type: str = "invalid"
+
+
+@dataclass
+class Counts:
+    """Where every consumed message ended up."""
+
+    consumed: int = 0
+    applied: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    duplicates: int = 0
+    consumed_by_type: dict[str, int] = field(default_factory=dict)
+    dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
+    filtered_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def reconciles(self) -> bool:
+        total = self.applied + self.dead_lettered + self.filtered + self.duplicates
+        return self.consumed == total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": self.consumed,
+            "applied": self.applied,
+            "dead_lettered": self.dead_lettered,
+            "filtered": self.filtered,
+            "duplicates": self.duplicates,
+            "consumed_by_type": dict(self.consumed_by_type),
+            "dead_letters_by_kind": dict(self.dead_letters_by_kind),
+            "filtered_by_reason": dict(self.filtered_by_reason),
+        }
+
+
+class SeenEvents:
+    """A sliding window of the last ``size`` event ids, for de-duplication.
+
+    >>> seen = SeenEvents(2)
+    >>> for event_id in ("a", "b", "c"):
+    ...     seen.add(event_id)
+    >>> "a" in seen, "c" in seen, len(seen)
+    (False, True, 2)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        if self.size == 0:
+            return
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self.size:
+            self._ids.discard(self._order.popleft())
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class Profiles:
+    """The known users and items: the last profile of each, as the models read them.
+
+    >>> p = Profiles()
+    >>> p.add(ItemProfileEvent(event_id="e", item_id="i", ts=1.7e9, genres=("Drama",)))
+    >>> p.items
+    {'i': {'genres': ('Drama',), 'year': None}}
+    """
+
+    def __init__(self) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def add(self, e: UserProfileEvent | ItemProfileEvent) -> None:
+        """Store a profile (the last one of an id wins)."""
+        if isinstance(e, UserProfileEvent):
+            self.users[e.user_id] = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
+        else:
+            self.items[e.item_id] = {"genres": e.genres, "year": e.year}
+
+
+class BotFilter:
+    """Over ``limit`` events in a minute of event time flags a user as a bot for a day of
+    event time, so a bot's next bursts are filtered from their first event.
+
+    >>> bots = BotFilter(limit=2)
+    >>> [bots.is_bot("u", 60.0 + s) for s in range(4)]
+    [False, False, True, True]
+    >>> bots.is_bot("u", 62.0 + 86399), bots.is_bot("u", 62.0 + 86400)  # flagged at 62 s
+    (True, False)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # user -> [minute bucket of event time, events in it, flagged until]
+        self._activity: dict[str, list[int]] = {}
+
+    def is_bot(self, user_id: str, ts: float) -> bool:
+        """Account one event of ``user_id`` at ``ts``; whether it is to be filtered."""
+        bucket = int(ts // 60)
+        act = self._activity.get(user_id)
+        if act is None:
+            self._activity[user_id] = [bucket, 1, 0]
+            return False
+        if ts < act[2]:  # flagged
+            return True
+        if act[0] != bucket:
+            act[0], act[1] = bucket, 1
+            return False
+        act[1] += 1
+        if act[1] > self.limit:
+            act[2] = int(ts) + BOT_BLOCK_SECONDS
+            return True
+        return False
+
+
+class Admission:
+    """Validation, counting, de-duplication, known ids and the bot filter, in one gate."""
+
+    def __init__(self, limits: Limits, dedup_window: int, bot_events_per_minute: int) -> None:
+        self.limits = limits
+        self.counts = Counts()
+        self.seen = SeenEvents(dedup_window)
+        self.profiles = Profiles()
+        self.bots = BotFilter(bot_events_per_minute)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Admission:
+        c = settings.consumer
+        return cls(settings.limits, c.dedup_window, c.bot_events_per_minute)
+
+    def admit_raw(self, raw: bytes | None) -> Event | Rejection | None:
+        """Decode one message and :meth:`admit` it (a message that fails is dead-lettered)."""
+        try:
+            if not raw:
+                raise InvalidEvent("empty message")
+            event = decode_event(raw, self.limits)
+        except InvalidEvent as err:
+            c = self.counts
+            c.consumed += 1
+            c.consumed_by_type[err.event_type] = c.consumed_by_type.get(err.event_type, 0) + 1
+            return self._reject(Rejection(err.kind, err.reason, err.event_type))
+        return self.admit(event)
+
+    def admit(self, event: Event) -> Event | Rejection | None:
+        """Count one validated event and decide its fate.
+
+        Returns the event when it is admitted (counted as applied: a profile is stored
+        already, an interaction is the caller's to learn), a :class:`Rejection` for the
+        dead letters, or None when it is dropped (a duplicate, or filtered).
+        """
+        c = self.counts
+        c.consumed += 1
+        etype = event.type
+        c.consumed_by_type[etype] = c.consumed_by_type.get(etype, 0) + 1
+        event_id = event.event_id
+        if event_id in self.seen:
+            c.duplicates += 1
+            return None
+        if isinstance(event, InteractionEvent):
+            limits, profiles = self.limits, self.profiles
+            if limits.require_known_users and event.user_id not in profiles.users:
+                return self._reject(
+                    Rejection("unknown_user", f"unknown user {event.user_id!r}", etype)
+                )
+            if limits.require_known_items and event.item_id not in profiles.items:
+                return self._reject(
+                    Rejection("unknown_item", f"unknown item {event.item_id!r}", etype)
+                )
+            if self.bots.is_bot(event.user_id, event.ts):
+                # Seen, so a redelivery of it counts as a duplicate, not filtered again.
+                self.seen.add(event_id)
+                c.filtered += 1
+                c.filtered_by_reason["bot"] = c.filtered_by_reason.get("bot", 0) + 1
+                return None
+        else:
+            self.profiles.add(event)
+        self.seen.add(event_id)
+        c.applied += 1
+        return event
+
+    def _reject(self, rejection: Rejection) -> Rejection:
+        c = self.counts
+        c.dead_lettered += 1
+        c.dead_letters_by_kind[rejection.kind] = c.dead_letters_by_kind.get(rejection.kind, 0) + 1
+        return rejection

@@ -1,0 +1,143 @@
+"""Every Kafka client of the project, built here: one place for the librdkafka settings.
+
+Consumers never auto-commit (the checkpoint decides what is committed, see
+:mod:`stream.kafka.checkpoint`), start from the beginning of a topic when they have no offset
+(the models must see every event), and producers are idempotent (a retry never writes a
+message twice). Each ``*_config`` function returns the plain librdkafka dictionary, so a
+setting can be checked without a broker:
+
+>>> cfg = consumer_config("127.0.0.1:9092", "g1", partition_eof=True)
+>>> cfg["enable.auto.commit"], cfg["auto.offset.reset"], cfg["enable.partition.eof"]
+(False, 'earliest', True)
+>>> producer_config("127.0.0.1:9092")["enable.idempotence"]
+True
+
+:func:`is_data` is the one filter of consumed messages that every consume loop uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+log = logging.getLogger(__name__)
+
+# Large fetches for the consumers that read the events topic in bulk (the live consumer,
+# the history reader): fewer round trips per batch of small messages.
+_BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "queued.max.messages.kbytes": 262144}
+# Producers that publish a stream (the simulator, a replay) batch much more than the ones
+# that send a message now and then.
+_BULK_PRODUCE = {"batch.num.messages": 10000, "queue.buffering.max.messages": 500000}
+
+
+def quiet_client_config() -> dict[str, Any]:
+    """Settings shared by all clients: librdkafka logs through Python, not to stderr."""
+    return {"log_level": 3, "logger": logging.getLogger("librdkafka")}
+
+
+def consumer_config(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    partition_eof: bool = False,
+    bulk: bool = False,
+    session_timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """A consumer that commits only explicitly and starts at the beginning of a topic.
+
+    ``partition_eof`` reports the end of each partition as a message: the embedded broker's
+    ListOffsets answer for the latest offset is wrong, so that is how the end is known.
+    """
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": partition_eof,
+        **quiet_client_config(),
+    }
+    if session_timeout_ms is not None:
+        cfg["session.timeout.ms"] = session_timeout_ms
+    if bulk:
+        cfg.update(_BULK_FETCH)
+    return cfg
+
+
+def producer_config(
+    bootstrap_servers: str, *, linger_ms: int = 5, bulk: bool = False
+) -> dict[str, Any]:
+    """An idempotent producer (``bulk``: queues sized for a stream of events)."""
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "linger.ms": linger_ms,
+        **quiet_client_config(),
+    }
+    if bulk:
+        cfg.update(_BULK_PRODUCE)
+    return cfg
+
+
+def admin_config(bootstrap_servers: str) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap_servers, **quiet_client_config()}
+
+
+def group_consumer(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    session_timeout_ms: int | None = None,
+    partition_eof: bool = False,
+    bulk: bool = False,
+) -> Consumer:
+    """A member of consumer group ``group_id`` (subscribes; commits explicitly)."""
+    return Consumer(
+        consumer_config(
+            bootstrap_servers, group_id, partition_eof=partition_eof, bulk=bulk,
+            session_timeout_ms=session_timeout_ms,
+        )
+    )
+
+
+def reader(
+    bootstrap_servers: str, purpose: str, *, partition_eof: bool = False, bulk: bool = False
+) -> Consumer:
+    """A consumer outside any shared group: it assigns partitions itself and never commits."""
+    group = f"{purpose}-{uuid.uuid4().hex[:8]}"
+    return Consumer(
+        consumer_config(bootstrap_servers, group, partition_eof=partition_eof, bulk=bulk)
+    )
+
+
+def producer(bootstrap_servers: str, *, linger_ms: int = 5, bulk: bool = False) -> Producer:
+    """An idempotent producer (``bulk``: queues sized for a stream of events)."""
+    return Producer(producer_config(bootstrap_servers, linger_ms=linger_ms, bulk=bulk))
+
+
+def admin(bootstrap_servers: str) -> AdminClient:
+    return AdminClient(admin_config(bootstrap_servers))
+
+
+def is_data(msg: Message, at_end: set[int] | None = None, source: str = "consumer") -> bool:
+    """True for a message that carries data; False for an error event, which it handles.
+
+    The end of a partition (``PARTITION_EOF``) is skipped and, with ``at_end``, recorded there;
+    a fatal error raises :class:`KafkaException` (the client cannot go on); any other error is
+    transient (librdkafka retries by itself) and only logged.
+    """
+    err = msg.error()
+    if err is None:
+        return True
+    if err.code() == KafkaError._PARTITION_EOF:
+        if at_end is not None:
+            at_end.add(msg.partition() or 0)
+    elif err.fatal():
+        raise KafkaException(err)
+    else:
+        log.warning("%s error: %s", source, err)
+    return False

@@ -1,0 +1,178 @@
+"""What the factorization models share: factor tables, the pair lookup and the SGD step.
+
+A :class:`FactorTable` holds a factor vector and a bias per id in rows (dict id -> row, numpy
+arrays grown by doubling), so a step costs a couple of dict lookups and a handful of small
+numpy ops. :class:`FactorModel` is the base of :class:`~stream.models.rating_mf.OnlineMF` and
+:class:`~stream.models.implicit_mf.ImplicitMF`; :func:`step_pair` is their common factor
+update.
+
+Initial vectors come from chunks of rows drawn by ``numpy.random.default_rng((seed,
+stream, chunk))``: the start vector of the n-th id added depends only on the seed and n,
+so replaying the same stream rebuilds the same model bit for bit.
+
+>>> import numpy as np
+>>> p, q = np.array([1.0, 0.0]), np.array([0.0, 2.0])
+>>> step_pair(p, q, step=0.5, decay=0.9)
+>>> p.tolist(), q.tolist()  # q moved with the old p, not the updated one
+([0.9, 1.0], [0.5, 1.8])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CHUNK", "FactorModel", "FactorTable", "step_pair"]
+
+CHUNK = 1024
+"""Rows of initial vectors drawn at once (and the initial capacity of a table)."""
+
+
+class FactorTable:
+    """Factor vectors and a bias per id, stored in rows in the order ids were added.
+
+    Hot paths read ``index``, ``vectors`` and ``biases`` directly (no method call per
+    lookup); only :meth:`add` grows the table. ``vectors`` and ``biases`` are replaced when
+    capacity doubles, so never keep a reference across an :meth:`add`.
+
+    >>> t = FactorTable(factors=3, init_scale=0.1, seed=7, stream=0)
+    >>> t.add("a"), t.add("b"), t.index.get("a"), t.index.get("zzz")
+    (0, 1, 0, None)
+    >>> t.vectors.shape[1], t.n
+    (3, 2)
+    """
+
+    def __init__(self, factors: int, init_scale: float, seed: int, stream: int) -> None:
+        self.factors = factors
+        self.init_scale = init_scale
+        self.seed = seed
+        self.stream = stream
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.vectors: np.ndarray = np.zeros((CHUNK, factors))
+        self.biases: np.ndarray = np.zeros(CHUNK)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def add(self, id_: str) -> int:
+        """Append a new id and return its row (the caller checked it is not known)."""
+        row = len(self.ids)
+        if row == len(self.biases):
+            self._grow(2 * row)
+        if row % CHUNK == 0:
+            # Fill the whole chunk now so later adds are just a dict insert.
+            self.vectors[row : row + CHUNK] = self._chunk(row // CHUNK)
+        self.index[id_] = row
+        self.ids.append(id_)
+        return row
+
+    def _chunk(self, number: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self.stream, number))
+        return rng.normal(0.0, self.init_scale, size=(CHUNK, self.factors))
+
+    def _grow(self, capacity: int) -> None:
+        n = len(self.ids)
+        vectors = np.zeros((capacity, self.factors))
+        vectors[:n] = self.vectors[:n]
+        biases = np.zeros(capacity)
+        biases[:n] = self.biases[:n]
+        self.vectors, self.biases = vectors, biases
+
+    def state_equal(self, other: FactorTable) -> bool:
+        """Same settings, same ids in the same order and bit-identical rows."""
+        n = len(self.ids)
+        return (
+            (self.factors, self.init_scale, self.seed, self.stream)
+            == (other.factors, other.init_scale, other.seed, other.stream)
+            and self.ids == other.ids
+            and np.array_equal(self.vectors[:n], other.vectors[:n])
+            and np.array_equal(self.biases[:n], other.biases[:n])
+        )
+
+    # Pickle only the used rows; the unused rest of the current chunk is redrawn on load.
+    def __getstate__(self) -> dict[str, Any]:
+        n = len(self.ids)
+        state = self.__dict__.copy()
+        del state["index"]
+        state["vectors"] = self.vectors[:n].copy()
+        state["biases"] = self.biases[:n].copy()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        used_vectors, used_biases = state.pop("vectors"), state.pop("biases")
+        self.__dict__.update(state)
+        n = len(self.ids)
+        self.index = {id_: row for row, id_ in enumerate(self.ids)}
+        capacity = CHUNK
+        while capacity < n:
+            capacity *= 2
+        self.vectors = np.zeros((capacity, self.factors))
+        self.biases = np.zeros(capacity)
+        self.vectors[:n] = used_vectors
+        self.biases[:n] = used_biases
+        if n % CHUNK:
+            start = n - n % CHUNK
+            self.vectors[n : start + CHUNK] = self._chunk(start // CHUNK)[n % CHUNK :]
+
+
+class FactorModel:
+    """What the factorization models share: a user and an item :class:`FactorTable`
+    (``_users``, ``_items``) and equality by state (``state_equal``)."""
+
+    _users: FactorTable
+    _items: FactorTable
+
+    @property
+    def n_users(self) -> int:
+        return len(self._users.ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._items.ids)
+
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self._users.index
+
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self._items.index
+
+    def _rows(self, user_id: str, item_id: str) -> tuple[int, int, bool]:
+        """Rows of the pair, added if new, and whether both were known before.
+
+        A pair with a new id is reported as prediction saw it (zero factors), but learns
+        from its drawn start vectors.
+        """
+        users, items = self._users, self._items
+        u = users.index.get(user_id)
+        i = items.index.get(item_id)
+        known = u is not None and i is not None
+        if u is None:
+            u = users.add(user_id)
+        if i is None:
+            i = items.add(item_id)
+        return u, i, known
+
+    def state_equal(self, other: object) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return self.state_equal(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by state
+
+
+def step_pair(pu: np.ndarray, qi: np.ndarray, step: float, decay: float) -> None:
+    """One SGD step of a user and an item vector, in place (``pu``, ``qi`` are row views).
+
+    ``p += lr (g q - reg p)`` written as ``p = decay p + step q`` with ``decay = 1 - lr reg``
+    and ``step = lr g``; ``q`` moves with the old ``p``. Both models call this one function,
+    so the floating-point order of operations (and so the replayed bits) is the same.
+    """
+    pu_old = pu.copy()
+    pu *= decay
+    pu += step * qi
+    qi *= decay
+    qi += step * pu_old
