@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from stream.config import Limits, Settings
 from stream.events.codec import InvalidEvent, decode_event
@@ -53,6 +53,7 @@ __all__ = [
 
 # How long (event time) a user who looked like a bot stays filtered.
 BOT_BLOCK_SECONDS = 86400
+_INTERACTIONS = frozenset({"impression", "click", "dwell", "rating"})
 
 
 class Rejection(NamedTuple):
@@ -222,24 +223,25 @@ class Admission:
         if event_id in self.seen:
             c.duplicates += 1
             return None
-        if isinstance(event, InteractionEvent):
+        if etype in _INTERACTIONS:  # a string test: isinstance on pydantic models costs more
+            ie = cast(InteractionEvent, event)
             limits, profiles = self.limits, self.profiles
-            if limits.require_known_users and event.user_id not in profiles.users:
+            if limits.require_known_users and ie.user_id not in profiles.users:
                 return self._reject(
-                    Rejection("unknown_user", f"unknown user {event.user_id!r}", etype)
+                    Rejection("unknown_user", f"unknown user {ie.user_id!r}", etype)
                 )
-            if limits.require_known_items and event.item_id not in profiles.items:
+            if limits.require_known_items and ie.item_id not in profiles.items:
                 return self._reject(
-                    Rejection("unknown_item", f"unknown item {event.item_id!r}", etype)
+                    Rejection("unknown_item", f"unknown item {ie.item_id!r}", etype)
                 )
-            if self.bots.is_bot(event.user_id, event.ts):
+            if self.bots.is_bot(ie.user_id, ie.ts):
                 # Seen, so a redelivery of it counts as a duplicate, not filtered again.
                 self.seen.add(event_id)
                 c.filtered += 1
                 c.filtered_by_reason["bot"] = c.filtered_by_reason.get("bot", 0) + 1
                 return None
         else:
-            self.profiles.add(event)
+            self.profiles.add(cast(UserProfileEvent | ItemProfileEvent, event))
         self.seen.add(event_id)
         c.applied += 1
         return event

@@ -111,23 +111,23 @@ class FeedbackLearner:
     def process(self, raw: bytes | None) -> Rejection | None:
         """Decode and apply one message; return a :class:`Rejection` for the dead letters."""
         event = self.admission.admit_raw(raw)
-        if event is None or isinstance(event, Rejection):
-            return event
-        self._learn(event)
+        if event is None or event.__class__ is Rejection:
+            return event  # type: ignore[return-value]  # None or a Rejection
+        self._learn(event)  # type: ignore[arg-type]  # an admitted event
         return None
 
     def apply(self, event: Event) -> Rejection | None:
         """Apply one validated event (counted as consumed)."""
         admitted = self.admission.admit(event)
-        if admitted is None or isinstance(admitted, Rejection):
-            return admitted
-        self._learn(admitted)
+        if admitted is None or admitted.__class__ is Rejection:
+            return admitted  # type: ignore[return-value]  # None or a Rejection
+        self._learn(admitted)  # type: ignore[arg-type]  # an admitted event
         return None
 
     def _learn(self, event: Event) -> None:
         """Learn an admitted event (the ``index``-th message) and tell the observers."""
         index = self.admission.counts.consumed
-        learn = self._learners.get(type(event))
+        learn = self._learners.get(event.__class__)
         if learn is not None:
             # Asked before learning: whether the models have seen the user.
             user_id = event.user_id  # type: ignore[union-attr]  # an interaction
