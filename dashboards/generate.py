@@ -9,7 +9,7 @@ file provisioning (see docker-compose.yml) can read it. Edit this file, then run
 Plain Python, no dependencies; the output is deterministic. Queries use fixed range windows
 rather than Grafana variables, so that every expression is also valid PromQL on its own
 (tests/test_deploy_files.py checks them with promtool and checks their metric names against
-stream/metrics.py).
+stream/observability/).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 JOB = 'job="feedback-loop-consumer"'
 RETRAINER_JOB = 'job="feedback-loop-retrainer"'
 QUANTILES = (0.5, 0.95, 0.99)
-# Detector names of stream/drift.py DriftMonitor.default: concept detectors watch the models'
-# losses, data detectors the distribution of their inputs.
+# Detector names of DriftMonitor.default (stream/drift/monitor.py): concept detectors watch
+# the models' losses, data detectors the distribution of their inputs.
 CONCEPT_DETECTORS = 'detector=~"engagement_logloss_.+|rating_se_.+"'
 DATA_DETECTORS = 'detector=~".+_(js|psi)"'
 
