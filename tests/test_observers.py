@@ -144,14 +144,18 @@ def test_drift_observer_feeds_the_monitor_in_order() -> None:
     regret1 = 0.4 - 0.6
     regret2 = 0.3 - 0.1
     assert monitor.calls == [
-        ("observe_interaction", codes["click"], True, 5),
+        ("observe_event_type", codes["click"], 5),
+        ("observe_new_user", True, 5),
         ("observe_engagement_loss", pytest.approx(regret1), 5),  # against a zero trend
         ("observe_click_genre", len("Drama"), 5),
-        ("observe_interaction", codes["impression"], False, 6),
+        ("observe_event_type", codes["impression"], 6),
+        ("observe_new_user", False, 6),
         ("observe_engagement_loss", pytest.approx(regret2 - regret1), 6),
-        ("observe_interaction", codes["rating"], False, 7),
+        ("observe_event_type", codes["rating"], 7),
+        ("observe_new_user", False, 7),
         ("observe_rating_error", 2.0, 7),
-        ("observe_interaction", codes["dwell"], False, 8),
+        ("observe_event_type", codes["dwell"], 8),
+        ("observe_new_user", False, 8),
         ("observe_dwell", 30.0, 8),
     ]
     # A running mean for the first 1 / rate regrets.

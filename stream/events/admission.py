@@ -220,7 +220,7 @@ class Admission:
         etype = event.type
         c.consumed_by_type[etype] = c.consumed_by_type.get(etype, 0) + 1
         event_id = event.event_id
-        if event_id in self.seen._ids:  # the set itself: no Python-level __contains__ call
+        if event_id in self.seen:
             c.duplicates += 1
             return None
         if etype in _INTERACTIONS:  # a string test: isinstance on pydantic models costs more

@@ -113,14 +113,7 @@ class FeedbackLearner:
         event = self.admission.admit_raw(raw)
         if event is None or event.__class__ is Rejection:
             return event  # type: ignore[return-value]  # None or a Rejection
-        # _learn, inlined: this runs once per message.
-        index = self.admission.counts.consumed
-        learn = self._learners.get(event.__class__)
-        if learn is not None:
-            user_id = event.user_id  # type: ignore[union-attr]  # an interaction
-            learn(event, index, not self.models.implicit.has_user(user_id))
-        if index % TIMELINE_EVERY == 0:
-            self._snapshot()
+        self._learn(event)  # type: ignore[arg-type]  # an admitted event
         return None
 
     def apply(self, event: Event) -> Rejection | None:
