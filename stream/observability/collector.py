@@ -215,12 +215,13 @@ class LearnerCollector(Collector):
     def _counters(self, now: Reading) -> Reading:
         """Counter values since the start of the process: carried + (now - baseline)."""
         out: Reading = {}
+        zeros = initial()
         for family in FAMILIES:
             if not family.counter:
                 continue
             carried = self._carried.get(family.name, {})
             base = self._baseline.get(family.name, {})
-            series = dict(initial()[family.name])
+            series = dict(zeros[family.name])
             series.update(carried)
             for key, value in now.get(family.name, {}).items():
                 series[key] = carried.get(key, 0.0) + max(value - base.get(key, 0.0), 0.0)
