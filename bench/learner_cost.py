@@ -1,0 +1,46 @@
+"""Instructions per message of ``FeedbackLearner.process``: a load-independent cost measure.
+
+Wall-clock rates on a shared machine swing by tens of percent; instruction counts under
+callgrind do not. Run twice, with and without processing, and subtract::
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python bench/learner_cost.py --events 20000 --setup-only
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python bench/learner_cost.py --events 20000
+
+(``Collected`` in each run's output; the difference divided by the messages is the cost per
+message.) ``PYTHONHASHSEED=0`` fixes string hashing, so repeated runs count the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
+from stream.config import Settings  # noqa: E402
+from stream.events import encode_event  # noqa: E402
+from stream.learner import FeedbackLearner  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--setup-only", action="store_true", help="Build everything, process nothing.")
+    args = ap.parse_args()
+    sim = Simulator(SimulatorConfig(seed=args.seed, bot_share=0.02))
+    raws = [encode_event(e) for e in [*sim.profiles(), *sim.events(args.events)]]
+    learner = FeedbackLearner(Settings())
+    if not args.setup_only:
+        process = learner.process
+        for raw in raws:
+            process(raw)
+    print(f"{len(raws)} messages{' (not processed)' if args.setup_only else ''}")
+
+
+if __name__ == "__main__":
+    main()
