@@ -40,6 +40,9 @@ class Topics(_Frozen):
     events: str = "feedback.events"
     dead_letters: str = "feedback.dead-letters"
     control: str = "feedback.control"
+    # What serving needs of the live models (stream/serving/records.py), keyed by entity;
+    # compacted where the broker supports it. One partition: a total order of updates.
+    model_state: str = "feedback.model-state"
     # One partition keeps a total order of events, which is what makes a replay give the
     # same models bit for bit. More partitions scale out but interleave item updates.
     events_partitions: int = Field(default=1, ge=1)
@@ -137,6 +140,26 @@ class RetrainConfig(_Frozen):
     group_id: str = "feedback-loop-retrainer"
 
 
+class ServingConfig(_Frozen):
+    """Model state for serving (published by the consumer) and the ``serve`` process."""
+
+    # The consumer publishes changed model state at most this often ...
+    publish_state: bool = True
+    publish_every_seconds: float = Field(default=1.0, gt=0)
+    # ... or after this many applied events, whichever comes first; plus a full snapshot
+    # at every checkpoint and swap.
+    publish_every_events: int = Field(default=50_000, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Share of slate positions filled by exploration (epsilon-greedy) under the default
+    # policy; 0 disables it.
+    exploration: float = Field(default=0.1, ge=0, le=1)
+    # Candidates the ANN index returns for the exact re-rank (at least k + seen items).
+    candidates: int = Field(default=100, ge=1)
+    # Seed of exploration draws (a replay of the same requests gives the same slates).
+    seed: int = 42
+
+
 class MetricsConfig(_Frozen):
     """Where the /metrics endpoints listen (their ports are each command's --metrics-port)."""
 
@@ -161,6 +184,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -172,7 +196,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """
     env = {
         f"FEEDBACK_LOOP_{name.upper()}": getattr(settings, name).model_dump_json()
-        for name in ("topics", "limits", "model", "consumer", "metrics", "drift", "retrain")
+        for name in (
+            "topics", "limits", "model", "consumer", "metrics", "drift", "retrain", "serving"
+        )
     }
     if settings.bootstrap_servers:
         env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers

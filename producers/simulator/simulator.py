@@ -165,12 +165,14 @@ class Simulator:
                         yield ImpressionEvent.model_construct(
                             schema_version=v, type="impression", event_id=f"{prefix}{i}",
                             ts=ts, context=ctx, user_id=uid, item_id=iid, position=pos,
+                            policy=None, propensity=None,
                         )  # fmt: skip
                         continue
                     i, self._index = self._index, self._index + 1
                     yield ClickEvent.model_construct(
                         schema_version=v, type="click", event_id=f"{prefix}{i}",
                         ts=ts, context=ctx, user_id=uid, item_id=iid, position=pos,
+                        policy=None, propensity=None,
                     )  # fmt: skip
                     if drift.due(self._index):
                         out = outcomes(batch, pop)
@@ -205,4 +207,5 @@ class Simulator:
             yield ClickEvent.model_construct(
                 schema_version=SCHEMA_VERSION, type="click", event_id=f"{prefix}{i}",
                 ts=ts, context=ctx, user_id=uid, item_id=item_ids[item], position=None,
+                policy=None, propensity=None,
             )  # fmt: skip

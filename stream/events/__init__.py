@@ -33,6 +33,7 @@ from stream.events.schema import (
     InteractionEvent,
     ItemProfileEvent,
     RatingEvent,
+    ShownEvent,
     UserProfileEvent,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "EVENT_TYPES",
     "Event",
     "ImpressionEvent",
+    "ShownEvent",
     "InteractionEvent",
     "InvalidEvent",
     "ItemProfileEvent",

@@ -66,18 +66,29 @@ class InteractionEvent(BaseEvent):
     item_id: Id
 
 
-class ImpressionEvent(InteractionEvent):
+class ShownEvent(InteractionEvent):
+    """An item shown to a user: where, by which policy and with what probability.
+
+    ``policy`` names what chose the item (``model``, ``explore``, ``popular``, ``random``,
+    or any label of the caller's) and ``propensity`` the probability that this policy put
+    this item at this position, so learning can correct for position and selection bias.
+    """
+
+    position: int | None = Field(default=None, ge=0)
+    policy: str | None = Field(default=None, min_length=1, max_length=32)
+    propensity: float | None = Field(default=None, gt=0, le=1)
+
+
+class ImpressionEvent(ShownEvent):
     """An item was shown to a user and not clicked (an implicit negative)."""
 
     type: Literal["impression"] = "impression"
-    position: int | None = Field(default=None, ge=0)
 
 
-class ClickEvent(InteractionEvent):
+class ClickEvent(ShownEvent):
     """A user clicked an item that was shown (implies the impression)."""
 
     type: Literal["click"] = "click"
-    position: int | None = Field(default=None, ge=0)
 
 
 class DwellEvent(InteractionEvent):

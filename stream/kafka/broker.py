@@ -128,12 +128,20 @@ def ensure_topics(bootstrap_servers: str, topics: Topics, timeout: float = 15.0)
         topics.events: topics.events_partitions,
         topics.dead_letters: 1,
         topics.control: 1,
+        topics.model_state: 1,
     }
+    # The latest record per entity is all a new reader needs (brokers without compaction,
+    # such as the embedded one, keep every record: a reader then replays them all).
+    configs = {topics.model_state: {"cleanup.policy": "compact"}}
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as err:
         raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {err}") from err
-    new = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+    new = [
+        NewTopic(name, n, 1, config=configs.get(name, {}))
+        for name, n in wanted.items()
+        if name not in existing
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
