@@ -40,7 +40,8 @@ ENV FEEDBACK_LOOP_CONSUMER__STATE_DIR=/state \
 VOLUME ["/state", "/registry"]
 WORKDIR /home/app
 USER app
-EXPOSE 9108
+# 9108: the consumer's /metrics; 8000: `feedback-loop serve`.
+EXPOSE 9108 8000
 
 ENTRYPOINT ["feedback-loop"]
 CMD ["--help"]

@@ -1,6 +1,7 @@
 """Throughput and model-cost benchmarks; writes BENCHMARKS.md.
 
     .venv/bin/python bench/throughput.py [--events 200000] [--out BENCHMARKS.md]
+    .venv/bin/python bench/throughput.py --only publishing [--publishing-repeats 5]
 
 1. End to end: N simulated events pre-loaded into the embedded broker, then one consumer
    process (this one) consumes, validates, de-duplicates and applies them; events/s is counted
@@ -11,11 +12,15 @@
    same run: the simulator's ratings and MovieLens-100K (when it can be obtained).
 3. The learner alone (no broker) over the same simulated stream: the per-event cost of the
    user logic, i.e. the ceiling of the consumer.
+4. The cost of publishing the model state (``settings.serving.publish_state``): the consumer
+   over one pre-loaded events topic with publishing on and off, alternating which goes first,
+   several pairs in the same run; medians (its own section of BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +35,13 @@ from confluent_kafka import Consumer, KafkaError  # noqa: E402
 from bench.report import machine, replace_section  # noqa: E402
 from consumers.loop import FeedbackConsumer  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
-from stream.config import ConsumerConfig, ModelConfig, Settings, Topics  # noqa: E402
+from stream.config import (  # noqa: E402
+    ConsumerConfig,
+    ModelConfig,
+    ServingConfig,
+    Settings,
+    Topics,
+)
 from stream.events import RatingEvent, encode_event  # noqa: E402
 from stream.kafka.broker import EmbeddedBroker, ensure_topics  # noqa: E402
 from stream.kafka.publisher import EventPublisher  # noqa: E402
@@ -79,7 +90,7 @@ def end_to_end(raws: list[bytes], repeats: int) -> dict[str, Any]:
                 bootstrap_servers=bootstrap,
                 topics=Topics(
                     events=f"{tag}.events", dead_letters=f"{tag}.dlq",
-                    control=f"{tag}.control",
+                    control=f"{tag}.control", model_state=f"{tag}.model-state",
                 ),
                 consumer=ConsumerConfig(
                     group_id=f"bench-{tag}", state_dir=Path(tempfile.mkdtemp())
@@ -98,6 +109,84 @@ def end_to_end(raws: list[bytes], repeats: int) -> dict[str, Any]:
             assert result.learner.counts.reconciles()
             rates.append(result.events_per_second)
     return {"consumer": rates, "raw": raw_rates}
+
+
+def publishing_cost(raws: list[bytes], pairs: int) -> dict[str, Any]:
+    """Consumer events/s with model-state publishing on and off, same topic, same broker.
+
+    Each pair runs both, alternating which goes first (so warm-up and broker state favour
+    neither); every run is a fresh consumer group and state dir, stopped at the end of the
+    topic, its time including the final checkpoint, snapshot and flush.
+    """
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        tag = uuid.uuid4().hex[:8]
+        topics = Topics(
+            events=f"{tag}.events", dead_letters=f"{tag}.dlq", control=f"{tag}.control",
+            model_state=f"{tag}.model-state",
+        )
+        ensure_topics(bootstrap, topics)
+        pub = EventPublisher(bootstrap, topics.events)
+        for raw in raws:
+            pub.publish_raw(raw, None)
+        end_offsets = pub.flush().end_offsets
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        publications: list[tuple[int, int]] = []
+        for pair in range(pairs):
+            for publish in (True, False) if pair % 2 == 0 else (False, True):
+                settings = Settings(
+                    bootstrap_servers=bootstrap,
+                    topics=topics,
+                    consumer=ConsumerConfig(
+                        group_id=f"bench-{tag}-{pair}-{publish}",
+                        state_dir=Path(tempfile.mkdtemp()),
+                    ),
+                    serving=ServingConfig(publish_state=publish),
+                )
+                consumer = FeedbackConsumer(settings, bootstrap)
+                consumer.stop_at(end_offsets)
+                result = consumer.run()
+                assert result.learner.counts.consumed == len(raws)
+                rates[publish].append(result.events_per_second)
+                if consumer.state_stream is not None:
+                    stream = consumer.state_stream
+                    publications.append((stream.publications, stream.records))
+                print(f"  publish_state={publish}: {result.events_per_second:,.0f} events/s",
+                      file=sys.stderr)
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    return {
+        "on": rates[True], "off": rates[False], "median_on": on, "median_off": off,
+        "cost": 1.0 - on / off, "publications": publications,
+    }
+
+
+def publishing_section(raws: list[bytes], cost: dict[str, Any], cmd: str) -> str:
+    pubs, records = zip(*cost["publications"], strict=True)
+    s = Settings().serving
+    return "\n".join([
+        "## Consumer throughput with and without model-state publishing",
+        "",
+        f"Machine: {machine()}.",
+        f"Command: `{cmd}`.",
+        "",
+        f"{len(raws):,} messages pre-loaded into one topic of the embedded broker; "
+        f"{len(cost['on'])} runs of each setting in the same process, alternating which goes "
+        "first; every run a fresh consumer from the start of the topic, timed from its first "
+        "message to the end of its final checkpoint (and, when publishing, the final snapshot "
+        f"and flush). Default cadence: changes every {s.publish_every_seconds:g} s or "
+        f"{s.publish_every_events:,} events, a snapshot at every checkpoint.",
+        "",
+        "| `serving.publish_state` | events/s (median) | all runs |",
+        "|---|---:|---|",
+        f"| off | {cost['median_off']:,.0f} | " + ", ".join(f"{r:,.0f}" for r in cost["off"])
+        + " |",
+        f"| on | {cost['median_on']:,.0f} | " + ", ".join(f"{r:,.0f}" for r in cost["on"])
+        + " |",
+        "",
+        f"Publishing costs **{cost['cost']:.1%}** of the median throughput (target: at most "
+        f"10%); a run published {statistics.median(pubs):.0f} times, "
+        f"{statistics.median(records):,.0f} records (median).",
+    ])
 
 
 def learner_only(raws: list[bytes]) -> float:
@@ -166,11 +255,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--publishing-repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["all", "publishing"], default="all")
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     args = ap.parse_args()
+    cmd = " ".join([".venv/bin/python", "bench/throughput.py", *sys.argv[1:]])
 
     print(f"simulating {args.events:,} events...", file=sys.stderr)
     raws = simulated(args.events)
+    print("model-state publishing on and off...", file=sys.stderr)
+    cost = publishing_cost(raws, args.publishing_repeats)
+    section = publishing_section(raws, cost, cmd)
+    replace_section(args.out, "state-publishing", section)
+    print(section)
+    if args.only == "publishing":
+        return
     print("learner alone...", file=sys.stderr)
     alone = max(learner_only(raws) for _ in range(args.repeats))
     print("end to end through the embedded broker...", file=sys.stderr)

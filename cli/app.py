@@ -6,18 +6,19 @@
     feedback-loop replay u.data --format movielens-100k  # publish a file's events
     feedback-loop consume --until-end --report r.json    # the long-running consumer
     feedback-loop evaluate u.data                        # the models over a file, no broker
+    feedback-loop serve --port 8000                      # recommendations over HTTP
     feedback-loop status                                 # a running consumer, from /metrics
 
-The commands live by concept in :mod:`cli.pipeline` (the ones that run the pipeline) and
-:mod:`cli.operations` (the operational ones); this module only assembles them, in the order
-``--help`` lists them.
+The commands live by concept in :mod:`cli.pipeline` (the ones that run the pipeline),
+:mod:`cli.operations` (the operational ones) and :mod:`cli.serving` (the HTTP service); this
+module only assembles them, in the order ``--help`` lists them.
 """
 
 from __future__ import annotations
 
 import typer
 
-from cli import operations, pipeline
+from cli import operations, pipeline, serving
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +32,7 @@ app.command()(operations.simulate)
 app.command()(pipeline.replay)
 app.command("consume")(pipeline.consume)
 app.command()(pipeline.evaluate)
+app.command()(serving.serve)
 app.command()(operations.retrainer)
 app.command()(operations.retrain)
 app.command()(operations.rollback)

@@ -11,6 +11,7 @@ import typer
 
 from cli.common import (
     MetricsPortOpt,
+    ReportOpt,
     SeedOpt,
     console,
     fail,
@@ -19,7 +20,22 @@ from cli.common import (
     require_cluster,
     settings,
 )
-from cli.sources import publish, sim_records, simulator
+from cli.sources import (
+    CLOSED_LOOP_RATE,
+    DEFAULT_POLICIES,
+    ClosedLoopOpt,
+    ClosedLoopSpec,
+    ExplorationOpt,
+    FatigueOpt,
+    PoliciesOpt,
+    PositionDecayOpt,
+    WindowOpt,
+    loop_config,
+    publish,
+    sim_records,
+    simulator,
+    with_exploration,
+)
 from stream.config import Settings
 from stream.observability.logs import setup_logging
 
@@ -47,13 +63,78 @@ def simulate(
     seed: SeedOpt = 42,
     bot_share: float = 0.02,
     drift_at: int | None = None,
+    closed_loop: ClosedLoopOpt = False,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Closed loop: events per second [default: 1500].", min=0.001),
+    ] = None,
+    policies: PoliciesOpt = DEFAULT_POLICIES,
+    exploration: ExplorationOpt = None,
+    window: WindowOpt = 400,
+    fatigue: FatigueOpt = 0.85,
+    position_decay: PositionDecayOpt = 0.5,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port", help="Closed loop: Prometheus /metrics port of the loop's "
+            "ground truth (0 = any free port).",
+        ),
+    ] = 9110,
+    report: ReportOpt = None,
 ) -> None:
-    """Publish simulated profiles and events to KAFKA_BOOTSTRAP_SERVERS."""
-    cfg = settings()
-    require_cluster(cfg, "simulate")
+    """Publish simulated profiles and events to KAFKA_BOOTSTRAP_SERVERS.
+
+    With --closed-loop, users are shown what the cluster's live models recommend: this
+    process follows the model-state topic (as `serve` does) and reports ground truth per
+    policy (a consumer must be running and publishing model state).
+    """
+    cfg = with_exploration(settings(), exploration)
+    bootstrap = require_cluster(cfg, "simulate")
     sim = simulator(seed, bot_share, drift_at)
     total = sim.config.n_users + sim.config.n_items + events
-    publish(cfg, sim_records(sim, events), total)
+    if not closed_loop:
+        publish(cfg, sim_records(sim, events), total)
+        return
+    _simulate_closed_loop(
+        cfg, bootstrap, ClosedLoopSpec(
+            sim, loop_config(policies, window, rate or CLOSED_LOOP_RATE, fatigue,
+                             position_decay), events,
+        ), total, metrics_port, report,
+    )  # fmt: skip
+
+
+def _simulate_closed_loop(
+    cfg: Settings,
+    bootstrap: str,
+    spec: ClosedLoopSpec,
+    total: int,
+    metrics_port: int,
+    report: Path | None,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from cli.progress import print_closed_loop
+    from stream.kafka.broker import ensure_topics
+    from stream.observability.metrics import serve
+
+    ensure_topics(bootstrap, cfg.topics)
+    registry = CollectorRegistry()
+    port = serve(registry, cfg.metrics.host, metrics_port)
+    console.print(f"closed-loop metrics on http://{cfg.metrics.host}:{port}/metrics")
+    console.print(f"waiting for the model state on {cfg.topics.model_state}...")
+    with spec.start(cfg, bootstrap, registry) as run:
+        loop = run.loop
+        publish(
+            cfg, loop.records(spec.events), total, on_stop=loop.close,
+            status=loop.metrics.progress_text,
+        )  # fmt: skip
+        section = run.report()
+    print_closed_loop(section)
+    if report is not None:
+        from consumers.pipeline import write_report
+
+        write_report(report, {"closed_loop": section, "config": {"command": "simulate"}})
+        console.print(f"report written to [bold]{report}[/]")
 
 
 def retrainer(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +27,25 @@ from cli.common import (
     settings,
 )
 from cli.progress import LiveProgress, finish
-from cli.sources import open_source, publish, sim_records, simulator
+from cli.sources import (
+    CLOSED_LOOP_EVENTS,
+    CLOSED_LOOP_RATE,
+    DEFAULT_POLICIES,
+    ClosedLoopOpt,
+    ClosedLoopSpec,
+    ExplorationOpt,
+    FatigueOpt,
+    LoopRun,
+    PoliciesOpt,
+    PositionDecayOpt,
+    WindowOpt,
+    loop_config,
+    open_source,
+    publish,
+    sim_records,
+    simulator,
+    with_exploration,
+)
 from stream.config import Settings
 from stream.observability.logs import setup_logging
 
@@ -56,9 +75,14 @@ def _run_on_embedded_or_cluster(
     config: dict[str, Any],
     retrainer: bool = True,
     rate: float | None = None,
+    closed_loop: ClosedLoopSpec | None = None,
 ) -> None:
     """Publish and consume ``records`` in this process (on the embedded broker when no
-    cluster is configured), with the retrainer as a child process; then report."""
+    cluster is configured), with the retrainer as a child process; then report.
+
+    With ``closed_loop`` the records come from it instead: simulated users ask an
+    in-process server, which follows the consumer's model-state topic, for their slates.
+    """
     from consumers.pipeline import build_report, run_pipeline
     from stream.kafka.broker import kafka_cluster, stop_process
     from stream.observability.metrics import PipelineMetrics
@@ -67,19 +91,26 @@ def _run_on_embedded_or_cluster(
     port = metrics.serve(cfg.metrics.host, metrics_port)
     console.print(f"metrics on http://{cfg.metrics.host}:{port}/metrics")
     worker = None
-    with kafka_cluster(cfg) as bootstrap:
+    run: LoopRun | None = None
+    with kafka_cluster(cfg) as bootstrap, contextlib.ExitStack() as stack:
         console.print(f"broker at {bootstrap} (embedded: {not cfg.bootstrap_servers})")
+        install: Callable[[Callable[[], None]], None] = install_signals
+        if closed_loop is not None:
+            run = stack.enter_context(closed_loop.start(cfg, bootstrap, metrics.registry))
+            records = run.loop.records(closed_loop.events)
+            install = _also_closing(run.loop.close)
         try:
             if retrainer and cfg.drift.enabled:
                 worker = _start_retrainer(cfg, bootstrap)
-            with LiveProgress(total, label) as live:
+            extra = run.loop.metrics.progress_text if run is not None else None
+            with LiveProgress(total, label, extra) as live:
                 result = run_pipeline(
                     cfg,
                     bootstrap,
                     records,
                     metrics=metrics,
                     on_batch=live.update,
-                    install_stop=install_signals,
+                    install_stop=install,
                     wait_for_retrains=worker is not None,
                     rate=rate,
                 )
@@ -87,6 +118,7 @@ def _run_on_embedded_or_cluster(
         finally:
             stop_process(worker)
     pub = result.published
+    loop_report = {"closed_loop": run.report()} if run is not None else {}
     rep = build_report(
         result.run.learner,
         result.run.events_per_second,
@@ -94,10 +126,25 @@ def _run_on_embedded_or_cluster(
         published={"sent": pub.sent, "delivered": pub.delivered, "failed": pub.failed},
         publish_seconds=round(result.publish_seconds, 3),
         interrupted=result.interrupted,
+        **loop_report,
     )
     finish(rep, report, result.run.learner)
     if pub.failed:
         raise fail(f"{pub.failed} events were not delivered: {pub.errors[:3]}")
+
+
+def _also_closing(close: Callable[[], None]) -> Callable[[Callable[[], None]], None]:
+    """``install_signals`` whose stop also closes the closed loop (which may be waiting for
+    the first serving state, or pacing itself, inside the publisher thread)."""
+
+    def install(stop: Callable[[], None]) -> None:
+        def both() -> None:
+            close()
+            stop()
+
+        install_signals(both)
+
+    return install
 
 
 def demo(
@@ -105,20 +152,24 @@ def demo(
         int | None,
         typer.Option(
             "--events", min=1,
-            help="Interaction events [default: 100000; with --drift-at, drift-at + 200000].",
+            help="Interaction events [default: 100000; with --drift-at, drift-at + 200000; "
+            "closed loop: 150000, with --drift-at, drift-at + 150000].",
         ),
     ] = None,
     rate: Annotated[
         float | None,
         typer.Option(
             help="Events per second to publish [default: as fast as possible; with "
-            "--drift-at, 8000, so the stream goes on while the retrainer works].",
+            "--drift-at, 8000, so the stream goes on while the retrainer works; closed "
+            "loop: 1500, so model updates reach the server while users keep asking].",
         ),
     ] = None,
     seed: SeedOpt = 42,
     metrics_port: MetricsPortOpt = 9108,
     report: ReportOpt = None,
-    bot_share: Annotated[float, typer.Option(help="Share of bot users.")] = 0.02,
+    bot_share: Annotated[
+        float, typer.Option(help="Share of bot users (closed loop: they ask for nothing).")
+    ] = 0.02,
     drift_at: Annotated[
         int | None,
         typer.Option(help="Interaction event at which tastes and preferences change."),
@@ -133,19 +184,27 @@ def demo(
     ] = True,
     state_dir: StateDirOpt = None,
     log_level: str = "WARNING",
+    closed_loop: ClosedLoopOpt = False,
+    policies: PoliciesOpt = DEFAULT_POLICIES,
+    exploration: ExplorationOpt = None,
+    window: WindowOpt = 400,
+    fatigue: FatigueOpt = 0.85,
+    position_decay: PositionDecayOpt = 0.5,
 ) -> None:
     """Run the whole loop on the embedded broker: simulator -> Kafka -> consumer -> report.
 
     Drift detection runs on the live stream; when it decides, the retrainer rebuilds the
     models (hyperparameter search, champion/challenger) and the consumer swaps them in.
+    With --closed-loop the simulated users are shown what the live models recommend.
     """
     setup_logging(log_level)
     if events is None:
-        events = 100_000 if drift_at is None else drift_at + 200_000
-    if rate is None and drift_at is not None:
+        base = CLOSED_LOOP_EVENTS if closed_loop else 100_000
+        events = base if drift_at is None else drift_at + (150_000 if closed_loop else 200_000)
+    if rate is None and drift_at is not None and not closed_loop:
         rate = 8000.0
     state = state_dir or Path(tempfile.mkdtemp(prefix="feedback-loop-demo-"))
-    cfg = settings(state, seed, registry_in_state=True)
+    cfg = with_exploration(settings(state, seed, registry_in_state=True), exploration)
     sim = simulator(seed, bot_share, drift_at, drift_duration, drift_share)
     total = sim.config.n_users + sim.config.n_items + events
     config = {
@@ -157,12 +216,21 @@ def demo(
         "drift_duration": drift_duration,
         "drift_share": drift_share,
         "rate": rate,
+        "closed_loop": closed_loop,
         **cfg.model_dump(mode="json"),
     }
+    spec = None
+    if closed_loop:
+        # The loop paces itself once the first state is served; the publisher does not.
+        loop_rate = rate if rate is not None else CLOSED_LOOP_RATE
+        spec = ClosedLoopSpec(
+            sim, loop_config(policies, window, loop_rate, fatigue, position_decay), events
+        )
+        config["rate"], rate = loop_rate, None
     _run_on_embedded_or_cluster(
-        cfg, sim_records(sim, events), total, "demo", metrics_port, report, config,
-        retrainer=retrainer, rate=rate,
-    )
+        cfg, sim_records(sim, events), total, "closed loop" if closed_loop else "demo",
+        metrics_port, report, config, retrainer=retrainer, rate=rate, closed_loop=spec,
+    )  # fmt: skip
 
 
 def replay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,13 @@ from cli.common import console
 
 
 class LiveProgress:
-    """A progress bar with the live prequential scores, updated at most 10 times a second."""
+    """A progress bar with the live prequential scores, updated at most 10 times a second;
+    ``extra`` adds a text of its own (the closed loop's CTR per policy)."""
 
-    def __init__(self, total: int | None, label: str) -> None:
+    def __init__(
+        self, total: int | None, label: str, extra: Callable[[], str] | None = None
+    ) -> None:
+        self.extra = extra
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -55,6 +60,10 @@ class LiveProgress:
                 parts.append("[magenta]retraining[/]")
             if life.version:
                 parts.append(f"[green]model v{life.version}[/]")
+        if self.extra is not None:
+            text = self.extra()
+            if text:
+                parts.append(f"[cyan]ctr {text}[/]")
         self.progress.update(self.task, completed=c.consumed, scores=" ".join(parts))
 
 
@@ -83,6 +92,45 @@ def print_summary(report: dict[str, Any]) -> None:
         table.add_row("model version", str(report["model_version"]), "")
     table.add_row("counts reconcile", str(report.get("reconciles")), "")
     console.print(table)
+    if "closed_loop" in report:
+        print_closed_loop(report["closed_loop"])
+
+
+def print_closed_loop(loop: dict[str, Any]) -> None:
+    """The closed loop's ground truth per policy (and, after a drift, its recovery)."""
+    table = Table(title="closed loop: ground truth per policy", show_header=True)
+    for col in (
+        "policy", "sessions", "shown", "CTR", "regret", "coverage", "Gini", "pop. bias",
+    ):  # fmt: skip
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for policy, s in loop["policies"].items():
+        table.add_row(
+            policy, f"{s['sessions']:,}", f"{s['impressions']:,}", f"{s['ctr']:.4f}",
+            f"{s['regret']:.3f}", f"{s['coverage']:.3f}", f"{s['exposure_gini']:.3f}",
+            f"{s['popularity_bias']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    for policy, s in loop.get("other_policies", {}).items():
+        console.print(
+            f"{policy}: {s['sessions']:,} sessions ({s['impressions']:,} items shown) before "
+            "the served state could rank items; not compared"
+        )
+    drift = loop.get("drift")
+    if drift:
+        dt = Table(title="closed loop: CTR through the drift", show_header=True)
+        for col in ("policy", "before", "first window after", "lowest", "events to recover"):
+            dt.add_column(col, justify="left" if col == "policy" else "right")
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.4f}"
+
+        for policy, d in drift.items():
+            rec = d["events_to_recover"]
+            dt.add_row(
+                policy, f(d["before"]), f(d["at"]), f(d["lowest"]),
+                "not yet" if rec is None else f"{rec:,}",
+            )  # fmt: skip
+        console.print(dt)
 
 
 def finish(report: dict[str, Any], path: Path | None, learner: Any = None) -> None:

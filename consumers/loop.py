@@ -9,6 +9,11 @@ bytes between Kafka and it. The order of operations is what makes a crash harmle
 3. when the :class:`~stream.kafka.checkpoint.Checkpoint` is due, commit it: flush the dead
    letters, atomically save the learner with the offsets it covers, commit those offsets.
 
+With ``settings.serving.publish_state``, the model state is published to the model-state topic
+for the ``serve`` processes (:mod:`consumers.state_stream`): the changes after a batch at the
+serving cadence, a full snapshot after every checkpoint commit. Published state may run ahead
+of the checkpoint; after a crash readers see it go back to the checkpoint, then forward again.
+
 Events applied after the last checkpoint are lost with the process and applied again after
 the restart on top of the state that had not seen them, so the final state is the same as an
 uninterrupted run. A run that fails therefore writes nothing on its way out, not even when
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from consumers.model_control import ModelControl
+from consumers.state_stream import ModelStateStream
 from stream.config import Settings
 from stream.kafka import clients
 from stream.kafka.checkpoint import Checkpoint, CheckpointStore, FaultHook, Offsets
@@ -87,6 +93,8 @@ class FeedbackConsumer:
         self._targets: dict[int, int] | None = None
         self._assigned: set[int] = set()
         self._at_end: set[int] = set()
+        # The model-state publisher, opened by run() when settings.serving.publish_state.
+        self.state_stream: ModelStateStream | None = None
         # A revoke checkpoints only while the run is healthy (see the module docstring).
         self._checkpoint_on_revoke = False
         self._failed = False
@@ -142,6 +150,8 @@ class FeedbackConsumer:
             clients.producer(self.bootstrap_servers, linger_ms=20), topics.dead_letters
         )
         self._consumer, self._dead_letters = consumer, letters
+        if self.settings.serving.publish_state:
+            self.state_stream = ModelStateStream(self.settings, self.bootstrap_servers)
         self._checkpoint = Checkpoint(cfg, consumer, letters, self.faults)
         consumer.subscribe(
             [topics.events],
@@ -165,6 +175,8 @@ class FeedbackConsumer:
                 control.close()
             consumer.close()
         letters.close()
+        if self.state_stream is not None:
+            self.state_stream.close()
         seconds = time.perf_counter() - first_at if first_at else 0.0
         return RunResult(self.learner, messages, seconds, self.restored)
 
@@ -173,9 +185,11 @@ class FeedbackConsumer:
     ) -> tuple[int, float]:
         """Batches until done; return the messages applied and when the first arrived."""
         cfg = self.settings.consumer
+        state = self.state_stream
         messages, first_at = 0, 0.0
         while not self._stop.is_set():
             batch = consumer.consume(cfg.batch_size, cfg.poll_timeout_seconds)
+            n = 0
             if batch:
                 started = time.perf_counter()
                 first_at = first_at or started
@@ -184,6 +198,9 @@ class FeedbackConsumer:
                 self._checkpoint.add(n)
                 self._track_positions(batch)
                 self._after_batch(batch, started, n)
+            if state is not None:
+                # Also when idle (n == 0): the meta keeps telling readers the state is current.
+                state.after_batch(self.learner, n)
             # Between batches: swaps and retrain requests change the state, so checkpoint.
             if control.between_batches(self.offsets) or (batch and self._checkpoint.due()):
                 self._commit()
@@ -267,6 +284,10 @@ class FeedbackConsumer:
         """Commit the checkpoint (dead letters, state + offsets, group offsets)."""
         started = time.perf_counter()
         self._checkpoint.commit(self.learner, self.offsets)
+        if self.state_stream is not None:
+            # Every checkpoint (and so every swap, which is checkpointed at once) publishes a
+            # full snapshot: a new reader needs only the records since the last one.
+            self.state_stream.snapshot(self.learner)
         if self.metrics is not None:
             self.metrics.checkpoints.inc()
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)

@@ -1,7 +1,9 @@
 """A PNG of prequential error over the stream, with drift alarms and model swaps marked.
 
 The learner keeps cumulative score sums every few thousand messages (its ``timeline``);
-differences of consecutive points give the error of each stretch of the stream.
+differences of consecutive points give the error of each stretch of the stream. A report
+with a ``closed_loop`` section gets a third panel: the true click-through rate of each
+policy, window by window.
 """
 
 from __future__ import annotations
@@ -33,6 +35,35 @@ def windowed(timeline: list[tuple[int, int, float, float, int, float]]) -> dict[
     return out
 
 
+def loop_ctr(loop: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:
+    """(event index, CTR) of each window, per policy, from a report's ``closed_loop``.
+
+    >>> loop_ctr({"timeline": [{"event_index": 50, "policies": {"model": {"ctr": 0.2}}}]})
+    {'model': ([50], [0.2])}
+    """
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for window in loop.get("timeline", []):
+        for policy, stats in window["policies"].items():
+            xs, ys = out.setdefault(policy, ([], []))
+            xs.append(window["event_index"])
+            ys.append(stats["ctr"])
+    return out
+
+
+def _plot_loop(ax: Any, loop: dict[str, Any], drift_at: int | None) -> None:
+    totals = loop.get("policies", {})
+    for policy, (xs, ys) in loop_ctr(loop).items():
+        total = totals.get(policy, {})
+        label = f"{policy} (CTR {total.get('ctr', 0):.3f}, coverage {total.get('coverage', 0):.2f})"
+        ax.plot(xs, ys, label=label, marker=".", markersize=3)
+    if drift_at is not None:
+        ax.axvline(drift_at, color="black", linestyle="--", linewidth=1, label="drift")
+    ax.set_ylabel("true CTR (per window)")
+    ax.set_xlabel("closed-loop interaction event index")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Closed loop: click-through rate by policy")
+
+
 def plot_report(
     timeline: list[tuple[int, int, float, float, int, float]],
     report: dict[str, Any],
@@ -40,7 +71,14 @@ def plot_report(
 ) -> Path:
     """Write the plot of ``timeline`` with the report's alarms, retrains and swaps."""
     w = windowed(timeline)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    loop = report.get("closed_loop")
+    if loop:
+        fig, axes = plt.subplots(3, 1, figsize=(11, 9.5))
+        top, bottom = axes[0], axes[1]
+        top.sharex(bottom)
+        _plot_loop(axes[2], loop, report.get("config", {}).get("drift_at"))
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     top.plot(w["index"], w["logloss"], label="click model log loss", color="tab:blue")
     top.plot(w["index"], w["naive_logloss"], label="naive CTR log loss", color="tab:gray",
              linestyle=":")

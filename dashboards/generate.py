@@ -660,6 +660,151 @@ def retrainer_row() -> Row:
     ]
 
 
+def closed_loop_row() -> Row:
+    """Ground truth of the closed loop (simulated users, who know their own tastes), per
+    policy: exported by `demo --closed-loop` and `simulate --closed-loop`."""
+
+    def by_policy(title: str, description: str, metric: str, unit: str = "short") -> Panel:
+        return timeseries(
+            title, description, targets((f"max by (policy) ({metric})", "{{policy}}")), unit
+        )
+
+    return "Closed loop", [
+        (
+            timeseries(
+                "Click-through rate by policy",
+                "Clicks / impressions of each policy's users over the last minute (true "
+                "reactions of simulated users to the slates served).",
+                targets(
+                    (
+                        "sum by (policy) (rate(feedback_loop_loop_clicks_total[1m]))"
+                        " / sum by (policy) (rate(feedback_loop_loop_impressions_total[1m]))",
+                        "{{policy}}",
+                    )
+                ),
+                "percentunit",
+            ),
+            12,
+            8,
+        ),
+        (
+            by_policy(
+                "Regret per session",
+                "Expected clicks per session lost against an oracle top-K (true click model, "
+                "position bias and fatigue included), last window of sessions.",
+                "feedback_loop_loop_regret",
+            ),
+            12,
+            8,
+        ),
+        (
+            by_policy(
+                "Catalogue coverage",
+                "Share of the catalogue shown at least once in the last window of sessions.",
+                "feedback_loop_loop_coverage",
+                "percentunit",
+            ),
+            8,
+            8,
+        ),
+        (
+            by_policy(
+                "Exposure Gini",
+                "Inequality of impressions over items in the last window (0: even, towards "
+                "1: a few items get everything).",
+                "feedback_loop_loop_exposure_gini",
+            ),
+            8,
+            8,
+        ),
+        (
+            by_policy(
+                "Popularity bias",
+                "Mean true popularity of the items shown / the catalogue mean (1: none).",
+                "feedback_loop_loop_popularity_bias",
+            ),
+            8,
+            8,
+        ),
+    ]
+
+
+SERVE_REQUESTS = "feedback_loop_serve_requests_total"
+
+
+def serving_row() -> Row:
+    """The `serve` processes: traffic, latency, freshness and readiness of the served state."""
+    return "Serving", [
+        (
+            stat(
+                "Serve ready",
+                "1 when every serve process has caught up with the model-state topic.",
+                "min(feedback_loop_serve_ready)",
+                thresholds=(("red", None), ("green", 1)),
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Served model version",
+                "Model version of the state the serve processes answer from (-1: none yet).",
+                "max(feedback_loop_serve_model_version)",
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "State age",
+                "Seconds since the served model state was published (worst serve process).",
+                "max(feedback_loop_serve_state_age_seconds)",
+                "s",
+                (("green", None), ("orange", 5), ("red", 30)),
+                decimals=1,
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Requests",
+                "HTTP requests answered per second, all serve processes.",
+                f"sum(rate({SERVE_REQUESTS}[1m]))",
+                "reqps",
+            ),
+            6,
+            4,
+        ),
+        (
+            timeseries(
+                "Requests by endpoint and status",
+                "HTTP requests answered per second.",
+                targets(
+                    (
+                        f"sum by (endpoint, status) (rate({SERVE_REQUESTS}[1m]))",
+                        "{{endpoint}} {{status}}",
+                    )
+                ),
+                "reqps",
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Request latency",
+                "Time to answer one request (all endpoints), p50 / p95 / p99.",
+                quantile_targets("feedback_loop_serve_request_seconds_bucket"),
+                "s",
+            ),
+            12,
+            8,
+        ),
+    ]
+
+
 ROWS: tuple[Callable[[], Row], ...] = (
     overview_row,
     throughput_row,
@@ -669,6 +814,8 @@ ROWS: tuple[Callable[[], Row], ...] = (
     checkpoints_row,
     drift_row,
     retrainer_row,
+    closed_loop_row,
+    serving_row,
 )
 
 

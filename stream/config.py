@@ -158,6 +158,14 @@ class ServingConfig(_Frozen):
     candidates: int = Field(default=100, ge=1)
     # Seed of exploration draws (a replay of the same requests gives the same slates).
     seed: int = 42
+    # Catalogues smaller than this are ranked by an exact scan (bench/ann.py: at 20k items a
+    # scan costs what an HNSW query does, and it is exact with nothing to build or update).
+    ann_min_items: int = Field(default=20_000, ge=0)
+    # hnswlib's graph degree and build beam (see BENCHMARKS.md, section ann).
+    ann_m: int = Field(default=16, ge=2)
+    ann_ef_construction: int = Field(default=100, ge=8)
+    # An item vector that moved less than this (relative) is not re-linked in the graph.
+    ann_tolerance: float = Field(default=0.0, ge=0)
 
 
 class MetricsConfig(_Frozen):

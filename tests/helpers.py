@@ -30,6 +30,7 @@ def isolated_settings(bootstrap: str, state_dir: Path, **consumer: object) -> Se
             events=f"{tag}.events",
             dead_letters=f"{tag}.dead-letters",
             control=f"{tag}.control",
+            model_state=f"{tag}.model-state",
         ),
         consumer=ConsumerConfig(group_id=f"g-{tag}", state_dir=state_dir, **consumer),  # type: ignore[arg-type]
     )

@@ -16,9 +16,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from stream.config import Topics
+from consumers.server import ServeMetrics
+from producers.simulator.loop_metrics import LoopMetrics
+from stream.config import ServingConfig, Topics
 from stream.observability.metrics import PipelineMetrics, RetrainMetrics
+from stream.serving.state import ServingState
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -34,6 +38,7 @@ JOB = "feedback-loop-consumer"
 RETRAINER_JOB = "feedback-loop-retrainer"
 CONSUMER_PORT = 9108  # `feedback-loop consume`'s default --metrics-port
 RETRAINER_PORT = 9109  # `feedback-loop retrainer`'s default --metrics-port
+SERVE_PORT = ServingConfig().port  # `feedback-loop serve`'s default --port
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -107,7 +112,8 @@ def alert_rules(alerts: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def exposed_series_names() -> set[str]:
-    """Every series name the consumer's and the retrainer's registries can expose."""
+    """Every series name the consumer's, the retrainer's, the server's and the closed loop's
+    registries can expose."""
     suffixes = {
         "counter": ("_total", "_created"),
         "gauge": ("",),
@@ -116,7 +122,15 @@ def exposed_series_names() -> set[str]:
         "info": ("_info",),
     }
     names: set[str] = set()
-    for registry in (PipelineMetrics().registry, RetrainMetrics().registry):
+    loop = CollectorRegistry()
+    LoopMetrics(("model",), 1, registry=loop)
+    registries = (
+        PipelineMetrics().registry,
+        RetrainMetrics().registry,
+        ServeMetrics(ServingState(), lambda: False).registry,
+        loop,
+    )
+    for registry in registries:
         for family in registry.collect():
             names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names
@@ -131,7 +145,8 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 def test_compose_has_the_services(services: dict[str, Any]) -> None:
     expected = {
-        "kafka", "kafka-init", "consumer", "retrainer", "simulator", "prometheus", "grafana"
+        "kafka", "kafka-init", "consumer", "retrainer", "simulator", "serve", "prometheus",
+        "grafana",
     }
     assert expected <= set(services)
 
@@ -147,7 +162,7 @@ def test_compose_depends_on_existing_services(services: dict[str, Any]) -> None:
 def test_compose_waits_for_topics(services: dict[str, Any]) -> None:
     assert depends_on(services["kafka-init"])["kafka"]["condition"] == "service_healthy"
     assert "healthcheck" in services["kafka"]
-    for name in ("consumer", "retrainer", "simulator"):
+    for name in ("consumer", "retrainer", "simulator", "serve"):
         cond = depends_on(services[name]).get("kafka-init", {}).get("condition")
         assert cond == "service_completed_successfully", name
 
@@ -157,8 +172,10 @@ def test_kafka_init_creates_every_topic(services: dict[str, Any]) -> None:
     script = json.dumps([init.get("entrypoint"), init.get("command")])
     assert "kafka-topics.sh" in script
     topics = Topics()
-    for topic in (topics.events, topics.dead_letters, topics.control):
+    for topic in (topics.events, topics.dead_letters, topics.control, topics.model_state):
         assert f"create {topic} " in script, topic
+    # A new server bootstraps from the latest record of each entity.
+    assert f"create {topics.model_state} 1 --config cleanup.policy=compact" in script
     assert environment(init)["EVENTS_PARTITIONS"].endswith(":-1}")
 
 
@@ -175,6 +192,21 @@ def test_consumer_and_simulator(services: dict[str, Any]) -> None:
     assert simulator["restart"] == "no"
     for service in (consumer, simulator):
         assert service["build"]["context"] == "."
+
+
+def test_serve_service(services: dict[str, Any]) -> None:
+    serve, consumer = services["serve"], services["consumer"]
+    assert serve["command"] == ["serve", "--host", "0.0.0.0", "--port", str(SERVE_PORT)]
+    assert serve["build"] == consumer["build"]
+    assert environment(serve)["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert any(str(p).split(":")[-1] == str(SERVE_PORT) for p in serve.get("ports", []))
+    assert "/healthz" in json.dumps(serve["healthcheck"]["test"])
+
+
+def test_dockerfile_exposes_the_ports() -> None:
+    exposed = re.search(r"^EXPOSE (.+)$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    assert exposed is not None
+    assert {str(CONSUMER_PORT), str(SERVE_PORT)} <= set(exposed.group(1).split())
 
 
 def test_retrainer_shares_the_registry(
@@ -286,7 +318,7 @@ def test_dashboard_shape() -> None:
     assert len(ids) == len(set(ids))
     assert [p["title"] for p in panels if p["type"] == "row"] == [
         "Overview", "Throughput", "Latency", "Consumer lag", "Prequential quality",
-        "Checkpoints", "Drift and retraining", "Retrainer",
+        "Checkpoints", "Drift and retraining", "Retrainer", "Closed loop", "Serving",
     ]  # fmt: skip
     assert len([p for p in panels if p["type"] != "row"]) >= 30
     for panel in panels:

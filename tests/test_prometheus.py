@@ -40,13 +40,14 @@ import pytest
 
 from consumers.loop import FeedbackConsumer
 from consumers.retrainer import RetrainWorker
-from producers.simulator import Simulator, SimulatorConfig
+from producers.simulator import ClosedLoop, LoopConfig, LoopMetrics, Simulator, SimulatorConfig
+from producers.simulator.closed_loop import http_ready, http_recommender
 from stream.config import DriftConfig, RetrainConfig, Settings
 from stream.kafka.broker import ensure_topics
 from stream.kafka.publisher import EventPublisher
 from stream.observability.metrics import PipelineMetrics, RetrainMetrics
 from tests.helpers import BAD_MESSAGES as PIPELINE_BAD_MESSAGES
-from tests.helpers import isolated_settings
+from tests.helpers import child_env, isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -56,6 +57,9 @@ DEPLOY_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "dashboards" / "feedback-loop.json"
 JOB = "feedback-loop-consumer"
 RETRAINER_JOB = "feedback-loop-retrainer"
+SERVE_JOB = "feedback-loop-serve"
+# The population every publisher of this module simulates (the closed loop included).
+POPULATION = SimulatorConfig(n_users=300, n_items=200, seed=13, bot_share=0.05)
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 # How long the dashboard may take to have data once Prometheus is up (a retrain included).
@@ -83,6 +87,7 @@ class Traffic:
         settings: Settings,
         metrics: PipelineMetrics,
         retrain_metrics: RetrainMetrics,
+        serve_url: str,
         wave: int = 1500,
     ) -> None:
         self.settings, self.wave = settings, wave
@@ -92,12 +97,22 @@ class Traffic:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.waves = 0
+        # Simulated users asking the serve process for slates, windows of 20 sessions so
+        # the loop's gauges move within a second or two.
+        self.loop = ClosedLoop(
+            Simulator(POPULATION),
+            http_recommender(serve_url),
+            LoopConfig(rate=400.0, window_sessions=20, ready_timeout=60.0),
+            ready=http_ready(serve_url),
+            metrics=LoopMetrics(LoopConfig().policies, POPULATION.n_items, 20, metrics.registry),
+        )
         self._threads = [
             threading.Thread(target=self._guard(self._publish), name="publisher", daemon=True),
             threading.Thread(target=self._guard(self.consumer.run), name="consumer", daemon=True),
             threading.Thread(
                 target=self._guard(self.retrainer.run), name="retrainer", daemon=True
             ),
+            threading.Thread(target=self._guard(self._loop), name="closed-loop", daemon=True),
         ]
 
     def _guard(self, fn: Callable[[], object]) -> Callable[[], None]:
@@ -109,8 +124,17 @@ class Traffic:
 
         return run
 
+    def _loop(self) -> None:
+        """The closed loop's sessions (the profiles come from :meth:`_publish`)."""
+        pub = EventPublisher(self.settings.bootstrap_servers or "", self.settings.topics.events)
+        if not self.loop.wait_ready():
+            return
+        for event in self.loop.events(10**9):  # until close()
+            pub.publish(event)
+        pub.flush()
+
     def _publish(self) -> None:
-        sim = Simulator(SimulatorConfig(n_users=300, n_items=200, seed=13, bot_share=0.05))
+        sim = Simulator(POPULATION)
         pub = EventPublisher(self.settings.bootstrap_servers or "", self.settings.topics.events)
         for profile in sim.profiles():
             pub.publish(profile)
@@ -134,6 +158,8 @@ class Traffic:
 
     def close(self) -> None:
         self.stop.set()
+        self.loop.close()
+        self._threads[3].join(30)
         self._threads[0].join(30)
         self.consumer.request_stop()
         self.retrainer.request_stop()
@@ -271,7 +297,10 @@ def scrape_config(yaml: ModuleType, ports: dict[str, int]) -> dict[str, Any]:
     deployed = yaml.safe_load(DEPLOY_CONFIG.read_text(encoding="utf-8"))
     jobs = []
     for name, port in ports.items():
-        (job,) = [j for j in deployed["scrape_configs"] if j["job_name"] == name]
+        # A job the deployment does not scrape (yet) gets the defaults.
+        (job,) = [j for j in deployed["scrape_configs"] if j["job_name"] == name] or [
+            {"job_name": name, "metrics_path": "/metrics"}
+        ]
         jobs.append(
             {
                 **job,
@@ -299,6 +328,7 @@ class Stack:
     prometheus: Prometheus
     metrics_url: str
     retrainer_metrics_url: str
+    serve_metrics_url: str
     traffic: Traffic
     notes: list[str] = field(default_factory=list)
 
@@ -338,6 +368,8 @@ def stack(
     )
     tag = base.consumer.group_id
     settings = base.model_copy(update=dict(
+        # The consumer publishes model state (every second) to a topic of this module's own.
+        topics=base.topics.model_copy(update={"model_state": f"{tag}.model-state"}),
         # Windows of 100 events: the data detectors alarm early and often. The first alarm
         # after 10000 events (a few seconds of traffic) decides a retrain (one alarm of a data
         # detector suffices); the cooldown keeps it the only one.
@@ -357,18 +389,23 @@ def stack(
     metrics_port = metrics.serve("127.0.0.1", 0)
     retrain_metrics = RetrainMetrics()
     retrainer_port = retrain_metrics.serve("127.0.0.1", 0)
-    traffic = Traffic(settings, metrics, retrain_metrics)
+    serve_port = free_port()
+    serve_url = f"http://127.0.0.1:{serve_port}"
+    traffic = Traffic(settings, metrics, retrain_metrics, serve_url)
     config = workdir / "prometheus.yml"
-    ports = {JOB: metrics_port, RETRAINER_JOB: retrainer_port}
+    ports = {JOB: metrics_port, RETRAINER_JOB: retrainer_port, SERVE_JOB: serve_port}
     config.write_text(json.dumps(scrape_config(yaml, ports), indent=2))  # JSON is YAML
     prom = start_prometheus(installed, config, workdir)  # before the pipeline's threads: it forks
+    serve = start_serve(settings, serve_port, workdir)
     try:
         # Prometheus must see every counter at its initial value before the traffic moves it,
         # or rate() and increase() miss the first step (a retrain request, a retrain).
         for job in ports:
+            if job == SERVE_JOB:
+                continue  # it takes a few seconds to start, and nothing asks it before
             wait_until(
                 f"a first scrape of {job}",
-                lambda job=job: bool(values(prom.query(f'up{{job="{job}"}} == 1'))),
+                functools.partial(at_least, prom, f'up{{job="{job}"}}', 1),
                 30,
                 context=prom.log_tail,
             )
@@ -378,12 +415,36 @@ def stack(
                 prom,
                 f"http://127.0.0.1:{metrics_port}/metrics",
                 f"http://127.0.0.1:{retrainer_port}/metrics",
+                f"{serve_url}/metrics",
                 traffic,
             )
         finally:
             traffic.close()
     finally:
         stop_prometheus(prom)
+        stop_serve(serve)
+
+
+def start_serve(settings: Settings, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """``feedback-loop serve`` on ``port``, following the settings' model-state topic."""
+    env = {**child_env(settings), "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or ""}
+    with (workdir / "serve.log").open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli.app", "serve", "--port", str(port),
+             "--log-level", "WARNING"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_pdeathsig(),
+        )  # fmt: skip
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
 
 
 def values(answer: dict[str, Any]) -> list[float]:
@@ -416,17 +477,22 @@ def at_least(prom: Prometheus, expr: str, minimum: float) -> bool:
 def scraped(stack: Stack) -> Stack:
     """The stack once Prometheus has scraped the consumer and the retrainer a few times."""
     prom = stack.prometheus
-    for job in (JOB, RETRAINER_JOB):
-        scrapes = f'count_over_time(up{{job="{job}"}}[1m])'
+    for job in (JOB, RETRAINER_JOB, SERVE_JOB):
+        scrapes = f'sum_over_time(up{{job="{job}"}}[1m])'
         stack.wait_for(
-            f"at least 5 scrapes of {job}",
+            f"at least 5 successful scrapes of {job}",
             functools.partial(at_least, prom, scrapes, 5),
             30,
         )
     targets = prom.get("/api/v1/targets")["data"]["activeTargets"]
-    assert sorted(t["labels"]["job"] for t in targets) == sorted((JOB, RETRAINER_JOB))
-    for target in targets:
-        assert target["health"] == "up", target
+    assert sorted(t["labels"]["job"] for t in targets) == sorted((JOB, RETRAINER_JOB, SERVE_JOB))
+    stack.wait_for(
+        "every target up",
+        lambda: all(
+            t["health"] == "up" for t in prom.get("/api/v1/targets")["data"]["activeTargets"]
+        ),
+        10,
+    )
     return stack
 
 
@@ -483,7 +549,7 @@ def test_every_dashboard_query_returns_data(scraped: Stack) -> None:
         ) from None
     # Both processes are up, and the rate() windows hold at least two samples of each counter
     # (drift signals exist from their first occurrence: wait for them).
-    for job in (JOB, RETRAINER_JOB):
+    for job in (JOB, RETRAINER_JOB, SERVE_JOB):
         assert values(prom.query(f'min(up{{job="{job}"}})')) == [1.0], job
     windows = {m.groups() for _title, expr in exprs for m in RATE.finditer(expr)}
     assert len(windows) >= 12, windows
@@ -595,6 +661,7 @@ def test_every_alert_rule_is_valid_and_loaded(scraped: Stack, yaml: ModuleType) 
     [
         ("metrics_url", b"feedback_loop_drift_statistic"),
         ("retrainer_metrics_url", b"feedback_loop_retrains_total"),
+        ("serve_metrics_url", b"feedback_loop_serve_requests_total"),
     ],
 )
 def test_promtool_accepts_the_exposition(scraped: Stack, url: str, metric: bytes) -> None:

@@ -14,8 +14,11 @@ included. Successive :meth:`Simulator.events` calls continue one stream.
 One module per concept: :mod:`~producers.simulator.config` (the knobs),
 :mod:`~producers.simulator.population` (users, items, tastes),
 :mod:`~producers.simulator.sessions` (slates, outcomes, contexts, bots),
-:mod:`~producers.simulator.schedule` (event clock, drift) and
-:mod:`~producers.simulator.simulator` (the stream that ties them together).
+:mod:`~producers.simulator.schedule` (event clock, drift),
+:mod:`~producers.simulator.simulator` (the stream that ties them together) and, for the
+closed loop where slates come from the serving path, :mod:`~producers.simulator.closed_loop`
+(users react to what they are shown) and :mod:`~producers.simulator.loop_metrics` (ground
+truth per policy: CTR, regret, coverage, exposure Gini, popularity bias).
 
 >>> cfg = SimulatorConfig(n_users=50, n_items=40, seed=7)
 >>> sim = Simulator(cfg)
@@ -30,7 +33,9 @@ True
 True
 """
 
+from producers.simulator.closed_loop import ClosedLoop, LoopConfig, RecommendFn
 from producers.simulator.config import SimulatorConfig
+from producers.simulator.loop_metrics import LoopMetrics
 from producers.simulator.population import (
     DEVICES,
     GENDERS,
@@ -49,8 +54,12 @@ __all__ = [
     "GENRES",
     "MAX_USER_EVENTS_PER_MINUTE",
     "OCCUPATIONS",
+    "ClosedLoop",
     "InteractionEventType",
+    "LoopConfig",
+    "LoopMetrics",
     "ProfileEventType",
+    "RecommendFn",
     "Simulator",
     "SimulatorConfig",
     "age_group",

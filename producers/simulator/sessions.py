@@ -35,10 +35,13 @@ __all__ = [
     "Batch",
     "InteractionEventType",
     "Outcomes",
+    "click_probability",
     "context",
     "draw_batch",
     "draw_bot_burst",
+    "dwell_seconds",
     "outcomes",
+    "rating_value",
 ]
 
 InteractionEventType = ImpressionEvent | ClickEvent | DwellEvent | RatingEvent
@@ -120,17 +123,40 @@ def outcomes(batch: Batch, pop: Population) -> Outcomes:
     """Clicks, dwell seconds and ratings of a batch under the population's current vectors."""
     users = np.asarray(batch.users, dtype=np.intp)
     aff = np.einsum("bd,bkd->bk", pop.user_vec[users], pop.item_vec[batch.slates])
-    p_click = 1.0 / (1.0 + np.exp(-(_CLICK_SLOPE * aff + _CLICK_BIAS)))
-    dwell = np.exp(np.log(_DWELL_MEDIAN) + _DWELL_SLOPE * aff + _DWELL_SIGMA * batch.dwell_z)
-    dwell = np.round(np.minimum(dwell, LIMITS.dwell_cap_seconds), 1)
-    mid = (LIMITS.rating_min + LIMITS.rating_max) / 2.0
-    rating = np.rint(mid + _RATING_SLOPE * aff + _RATING_NOISE * batch.rating_z)
-    rating = np.clip(rating, LIMITS.rating_min, LIMITS.rating_max)
     return Outcomes(
-        click=(batch.click_u < p_click).tolist(),
-        dwell=dwell.tolist(),
-        rating=rating.tolist(),
+        click=(batch.click_u < click_probability(aff)).tolist(),
+        dwell=dwell_seconds(aff, batch.dwell_z).tolist(),
+        rating=rating_value(aff, batch.rating_z).tolist(),
     )
+
+
+# The outcome model, shared with the closed loop (producers/simulator/closed_loop.py), which
+# adds position bias and fatigue on top of the click probability.
+
+
+def click_probability(aff: np.ndarray) -> np.ndarray:
+    """P(click) of an item the user looks at, from the ground-truth affinity.
+
+    >>> [round(float(p), 3) for p in click_probability(np.array([0.0, 1.0]))]
+    [0.076, 0.269]
+    """
+    result: np.ndarray = 1.0 / (1.0 + np.exp(-(_CLICK_SLOPE * aff + _CLICK_BIAS)))
+    return result
+
+
+def dwell_seconds(aff: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Seconds spent after a click (lognormal around the median, capped, 0.1 s steps)."""
+    dwell = np.exp(np.log(_DWELL_MEDIAN) + _DWELL_SLOPE * aff + _DWELL_SIGMA * z)
+    result: np.ndarray = np.round(np.minimum(dwell, LIMITS.dwell_cap_seconds), 1)
+    return result
+
+
+def rating_value(aff: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The rating given after a click (on the configured scale, whole stars)."""
+    mid = (LIMITS.rating_min + LIMITS.rating_max) / 2.0
+    rating = np.rint(mid + _RATING_SLOPE * aff + _RATING_NOISE * z)
+    result: np.ndarray = np.clip(rating, LIMITS.rating_min, LIMITS.rating_max)
+    return result
 
 
 def context(now: float, device: int, session_id: str) -> Context:

@@ -78,6 +78,23 @@ class Simulator:
         """Users whose tastes the drift redrew (empty until the stream reaches it)."""
         return self._drift.users
 
+    # The parts the closed loop (producers/simulator/closed_loop.py) plays with in place of
+    # this stream: the same population, drift and event clock, so a closed-loop run has the
+    # very users, items and shift of the open-loop one with the same config.
+
+    @property
+    def population(self) -> Population:
+        """The population (its ``user_vec`` / ``item_vec`` change when the drift applies)."""
+        return self._population
+
+    @property
+    def drift_schedule(self) -> DriftSchedule:
+        return self._drift
+
+    @property
+    def clock(self) -> EventClock:
+        return self._clock
+
     def profiles(self) -> Iterator[ProfileEventType]:
         """One :class:`UserProfileEvent` per user, then one :class:`ItemProfileEvent` per item.
 

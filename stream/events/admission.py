@@ -127,22 +127,45 @@ class SeenEvents:
 class Profiles:
     """The known users and items: the last profile of each, as the models read them.
 
+    Which ids got a new or changed profile is also recorded until :meth:`drain_changed`
+    takes it (the model-state exporter publishes those), cheap because profiles are rare.
+
     >>> p = Profiles()
     >>> p.add(ItemProfileEvent(event_id="e", item_id="i", ts=1.7e9, genres=("Drama",)))
     >>> p.items
     {'i': {'genres': ('Drama',), 'year': None}}
+    >>> p.drain_changed(), p.drain_changed()
+    ((set(), {'i'}), (set(), set()))
+    >>> p.add(ItemProfileEvent(event_id="f", item_id="i", ts=1.7e9, genres=("Drama",)))
+    >>> p.drain_changed()  # the same profile again: nothing changed
+    (set(), set())
     """
 
     def __init__(self) -> None:
         self.users: dict[str, dict[str, Any]] = {}
         self.items: dict[str, dict[str, Any]] = {}
+        # Ids whose profile is new or changed since the last drain_changed().
+        self.changed_users: set[str] = set()
+        self.changed_items: set[str] = set()
 
     def add(self, e: UserProfileEvent | ItemProfileEvent) -> None:
         """Store a profile (the last one of an id wins)."""
         if isinstance(e, UserProfileEvent):
-            self.users[e.user_id] = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
+            profile = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
+            if self.users.get(e.user_id) != profile:
+                self.changed_users.add(e.user_id)
+            self.users[e.user_id] = profile
         else:
-            self.items[e.item_id] = {"genres": e.genres, "year": e.year}
+            item = {"genres": e.genres, "year": e.year}
+            if self.items.get(e.item_id) != item:
+                self.changed_items.add(e.item_id)
+            self.items[e.item_id] = item
+
+    def drain_changed(self) -> tuple[set[str], set[str]]:
+        """The (user ids, item ids) whose profile changed since the last call; resets them."""
+        users, items = self.changed_users, self.changed_items
+        self.changed_users, self.changed_items = set(), set()
+        return users, items
 
 
 class BotFilter:

@@ -53,7 +53,8 @@ from stream.config import ConsumerConfig
 log = logging.getLogger(__name__)
 
 # 2: the layered packages (the pickled classes moved) and the retrain state machine.
-FORMAT_VERSION = 2
+# 3: the learner keeps what serving needs (seen items, popularity, changed profiles).
+FORMAT_VERSION = 3
 FILE_NAME = "checkpoint.pkl"
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume

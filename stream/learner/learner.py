@@ -51,6 +51,7 @@ from stream.events import (
     RatingEvent,
     Rejection,
 )
+from stream.learner.interactions import Interactions
 from stream.lifecycle import ModelLifecycle
 from stream.models import ModelBundle
 
@@ -75,6 +76,11 @@ class FeedbackLearner:
         )
         self.admission = Admission.from_settings(settings)
         self._profiles = self.admission.profiles  # hot path: one attribute, not two
+        # Seen items per user and popularity per item, for serving (not used by the models).
+        self.interactions = Interactions()
+        self._interact = self.interactions.add  # hot path: a bound method, looked up once
+        # Event time of the newest admitted interaction (None: none yet), for serving.
+        self.last_event_ts: float | None = None
         self.rating_score = RegressionScore()
         self.click_score = BinaryScore()
         self.recall = HitRate()
@@ -132,6 +138,7 @@ class FeedbackLearner:
             # Asked before learning: whether the models have seen the user.
             user_id = event.user_id  # type: ignore[union-attr]  # an interaction
             learn(event, index, not self.models.implicit.has_user(user_id))
+            self.last_event_ts = event.ts
         if index % TIMELINE_EVERY == 0:
             self._snapshot()
 
@@ -156,6 +163,7 @@ class FeedbackLearner:
     # -- per-type learning (score first, then learn, then tell the observers) -----------------
     def _learn_rating(self, e: RatingEvent, index: int, new_user: bool) -> None:
         predicted = self.models.learn_rating(e)
+        self._interact(e.user_id, e.item_id)
         self.rating_score.update(e.rating, predicted)
         self.naive.score_rating(e.rating)
         out = Rated(index, new_user, (e.rating - predicted) ** 2)
@@ -183,6 +191,7 @@ class FeedbackLearner:
         if hit is not None:
             self.recall.update(hit)
         self._learn_engagement(e, True, index, new_user)
+        self._interact(e.user_id, e.item_id)
 
     def _learn_impression(self, e: ImpressionEvent, index: int, new_user: bool) -> None:
         self._learn_engagement(e, False, index, new_user)
@@ -238,4 +247,5 @@ class FeedbackLearner:
             self.models.state_equal(other.models)
             and self.counts == other.counts
             and self.scores() == other.scores()
+            and self.interactions == other.interactions
         )

@@ -34,7 +34,7 @@ stream.serving.records.StateRecordError: unknown model-state key b'x:1'
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -123,18 +123,23 @@ def _tuple(v: Any) -> tuple[float, ...] | None:
 
 
 def encode_record(record: StateRecord) -> tuple[bytes, bytes]:
-    """The (key, value) of a record."""
-    if isinstance(record, UserState):
-        key = _USER + record.user_id.encode()
-    elif isinstance(record, ItemState):
-        key = _ITEM + record.item_id.encode()
-    elif isinstance(record, EngagementState):
+    """The (key, value) of a record.
+
+    orjson serializes the dataclass itself (``asdict`` would first deep-copy every vector,
+    50 times slower; the consumer encodes every changed entity every second).
+    """
+    kind = type(record)
+    if kind is UserState:
+        key = _USER + record.user_id.encode()  # type: ignore[union-attr]
+    elif kind is ItemState:
+        key = _ITEM + record.item_id.encode()  # type: ignore[union-attr]
+    elif kind is EngagementState:
         key = ENGAGEMENT_KEY
-    elif isinstance(record, ModelMeta):
+    elif kind is ModelMeta:
         key = META_KEY
-    else:  # pragma: no cover - typed
+    else:
         raise TypeError(f"not a model-state record: {record!r}")
-    return key, orjson.dumps(asdict(record), option=orjson.OPT_SERIALIZE_NUMPY)
+    return key, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode_record(key: bytes | None, value: bytes | None) -> StateRecord:

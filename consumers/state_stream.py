@@ -1,0 +1,100 @@
+"""The consumer's publication of its model state, at a bounded cadence.
+
+:class:`ModelStateStream` joins the exporter (what changed, :mod:`stream.serving.export`), the
+Kafka publisher (:class:`stream.kafka.model_state.ModelStatePublisher`) and the cadence of
+``settings.serving``: after a batch it publishes the changed entities once
+``publish_every_seconds`` have passed or ``publish_every_events`` messages were consumed since
+the last publication, and :meth:`ModelStateStream.snapshot` publishes every entity (the
+consumer calls it after each checkpoint commit, and a swap is always followed by one).
+
+Publishing happens after a batch is applied, so the published state may run ahead of the last
+checkpoint. If the consumer dies, its successor restores the checkpoint and its first
+publication is a snapshot of that older state: a reader sees the state go back, then forward
+again as the same events are re-applied (to the same bits: replays are deterministic). Each
+key's last record wins, and a ``meta`` closes every publication, so a reader is never left
+with half of one.
+
+>>> from stream.config import ServingConfig
+>>> cadence = Cadence(ServingConfig(publish_every_events=100, publish_every_seconds=60))
+>>> cadence.add(99), cadence.add(1)
+(False, True)
+>>> cadence.reset(); cadence.add(0)
+False
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from stream.config import ServingConfig, Settings
+from stream.kafka.model_state import ModelStatePublisher
+from stream.learner import FeedbackLearner
+from stream.serving.export import ModelStateExporter
+from stream.serving.records import encode_record
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Cadence", "ModelStateStream"]
+
+
+class Cadence:
+    """Due after ``publish_every_events`` messages or ``publish_every_seconds``."""
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.every_events = config.publish_every_events
+        self.every_seconds = config.publish_every_seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self._events = 0
+        self._since = time.monotonic()
+
+    def add(self, messages: int) -> bool:
+        """Count messages consumed; whether a publication is due."""
+        self._events += messages
+        return (
+            self._events >= self.every_events
+            or time.monotonic() - self._since >= self.every_seconds
+        )
+
+
+class ModelStateStream:
+    """Publishes a learner's model state to ``settings.topics.model_state``.
+
+    Opens a Kafka producer: build it when the consumer runs, not before.
+    """
+
+    def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
+        self.exporter = ModelStateExporter()
+        self.publisher = ModelStatePublisher(bootstrap_servers, settings.topics.model_state)
+        self.cadence = Cadence(settings.serving)
+        self.publications = 0
+        self.records = 0
+
+    def after_batch(self, learner: FeedbackLearner, messages: int) -> bool:
+        """Publish the changes if due (``messages`` consumed since the last call); whether
+        it published. Called with 0 when idle, so the ``meta`` still goes out on time."""
+        if not self.cadence.add(messages):
+            return False
+        self._publish(learner, snapshot=False)
+        return True
+
+    def snapshot(self, learner: FeedbackLearner) -> None:
+        """Publish every entity (after a checkpoint commit, hence also after a swap)."""
+        self._publish(learner, snapshot=True)
+
+    def _publish(self, learner: FeedbackLearner, snapshot: bool) -> None:
+        records = self.exporter.changes(learner, snapshot=snapshot)
+        self.records += self.publisher.publish(map(encode_record, records))
+        self.publications += 1
+        self.cadence.reset()
+        if self.publisher.failed:
+            log.warning(
+                "%d model-state records failed: %s", self.publisher.failed, self.publisher.errors
+            )
+            self.publisher.failed = 0
+
+    def close(self) -> None:
+        """Wait until the broker has every published record."""
+        self.publisher.close()
