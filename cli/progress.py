@@ -117,17 +117,22 @@ def print_closed_loop(loop: dict[str, Any]) -> None:
         )
     drift = loop.get("drift")
     if drift:
-        dt = Table(title="closed loop: CTR through the drift", show_header=True)
-        for col in ("policy", "before", "first window after", "lowest", "events to recover"):
+        dt = Table(title="closed loop: through the drift", show_header=True)
+        for col in (
+            "policy", "CTR before", "CTR after", "CTR lowest",
+            "oracle share before", "lowest", "events to recover",
+        ):  # fmt: skip
             dt.add_column(col, justify="left" if col == "policy" else "right")
 
         def f(v: float | None) -> str:
             return "-" if v is None else f"{v:.4f}"
 
         for policy, d in drift.items():
-            rec = d["events_to_recover"]
+            ctr, share = d["ctr"], d["oracle_share"]
+            rec = share["events_to_recover"]
             dt.add_row(
-                policy, f(d["before"]), f(d["at"]), f(d["lowest"]),
+                policy, f(ctr["before"]), f(ctr["at"]), f(ctr["lowest"]),
+                f(share["before"]), f(share["lowest"]),
                 "not yet" if rec is None else f"{rec:,}",
             )  # fmt: skip
         console.print(dt)

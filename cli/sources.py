@@ -93,12 +93,11 @@ class ClosedLoopSpec:
         and a :class:`ClosedLoop` that asks it for slates; the loop's ground truth goes to
         ``registry`` (a Prometheus registry) when given."""
         from consumers.state_follower import StateFollowerThread
-
         from producers.simulator import ClosedLoop, LoopMetrics
         from stream.serving.recommender import Recommender
         from stream.serving.state import ServingState
 
-        state = ServingState(candidates=settings.serving.candidates)
+        state = ServingState.from_config(settings.serving)
         recommender = Recommender(state, settings.serving)
         follower = StateFollowerThread(bootstrap, settings.topics.model_state, state)
         cfg = self.loop_config

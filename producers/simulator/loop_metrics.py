@@ -10,7 +10,11 @@ against what it should have served. Per policy, over windows of sessions and cum
 - **coverage**: share of the catalogue shown at least once;
 - **exposure Gini**: inequality of impressions over the catalogue (0: every item shown as
   often, towards 1: a few items get everything);
-- **popularity bias**: mean true popularity of the shown items / catalogue mean (1: no bias).
+- **popularity bias**: mean true popularity of the shown items / catalogue mean (1: no bias);
+- **oracle share**: expected clicks of the slates shown / expected clicks of the oracle's
+  (1: as good as the oracle). Fatigue lowers every policy's CTR over a run and a drift
+  changes how clickable the catalogue is; this ratio factors both out, so recovery after a
+  drift is measured on it.
 
 >>> m = LoopMetrics(("model", "random"), n_items=4, window_sessions=2)
 >>> m.set_true_popularity(np.array([0.4, 0.2, 0.1, 0.1]))
@@ -102,17 +106,23 @@ class _Tally:
     impressions: int = 0
     clicks: int = 0
     regret: float = 0.0
+    expected: float = 0.0  # expected clicks of the slates shown
+    oracle: float = 0.0  # expected clicks of the oracle's slates
     popularity: float = 0.0  # sum of the true popularity of every impression
     exposures: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.exposures = np.zeros(self.n_items, dtype=np.int64)
 
-    def add(self, slate: Sequence[int], clicks: int, regret: float, popularity: float) -> None:
+    def add(
+        self, slate: Sequence[int], clicks: int, expected: float, oracle: float, popularity: float
+    ) -> None:
         self.sessions += 1
         self.impressions += len(slate)
         self.clicks += clicks
-        self.regret += regret
+        self.regret += max(0.0, oracle - expected)
+        self.expected += expected
+        self.oracle += oracle
         self.popularity += popularity
         np.add.at(self.exposures, np.asarray(slate, dtype=np.intp), 1)
 
@@ -125,6 +135,7 @@ class _Tally:
             "clicks": self.clicks,
             "ctr": self.clicks / shown if shown else 0.0,
             "regret": self.regret / self.sessions if self.sessions else 0.0,
+            "oracle_share": self.expected / self.oracle if self.oracle > 0 else 0.0,
             "coverage": coverage(self.exposures),
             "exposure_gini": gini(self.exposures),
             "popularity_bias": mean_pop / catalogue_popularity if catalogue_popularity else 0.0,
@@ -212,16 +223,15 @@ class LoopMetrics:
         clicks of that slate and of the oracle's, and the stream's event index after it.
         A policy not compared (not in ``policies``) is only counted, apart."""
         clicks = int(sum(clicked))
-        regret = max(0.0, oracle - expected)
         popularity = float(self.true_popularity[np.asarray(slate, dtype=np.intp)].sum())
         if policy not in self._total:
             self._other.setdefault(policy, _Tally(self.n_items)).add(
-                slate, clicks, regret, popularity
+                slate, clicks, expected, oracle, popularity
             )
             self.last_event_index = event_index
             return
         for tally in (self._total[policy], self._window[policy]):
-            tally.add(slate, clicks, regret, popularity)
+            tally.add(slate, clicks, expected, oracle, popularity)
         if self._exported is not None:
             self._exported.impressions.labels(policy).inc(len(slate))
             self._exported.clicks.labels(policy).inc(clicks)
@@ -271,7 +281,13 @@ class LoopMetrics:
             "timeline": list(self.timeline),
         }
         if drift_at is not None:
-            out["drift"] = {p: drift_recovery(self.timeline, p, drift_at) for p in self.policies}
+            out["drift"] = {
+                p: {
+                    "ctr": drift_recovery(self.timeline, p, drift_at),
+                    "oracle_share": drift_recovery(self.timeline, p, drift_at, "oracle_share"),
+                }
+                for p in self.policies
+            }
         return out
 
 
@@ -279,16 +295,18 @@ def drift_recovery(
     timeline: list[dict[str, Any]],
     policy: str,
     drift_at: int,
+    key: str = "ctr",
     before_windows: int = 3,
     smooth: int = 3,
     tolerance: float = 0.05,
 ) -> dict[str, Any]:
-    """How ``policy``'s CTR went through a shift at event ``drift_at``.
+    """How ``policy``'s CTR (or another window metric: ``key``) went through a shift at
+    event ``drift_at``.
 
-    ``before``: mean CTR of the last ``before_windows`` windows that ended before the shift;
+    ``before``: mean of the last ``before_windows`` windows that ended before the shift;
     ``at``: the first window ending after it; ``lowest``: the minimum of the windows after it
     (each a moving average of ``smooth`` windows); ``recovered_at``: the end of the first
-    window after the lowest point whose smoothed CTR is back within ``tolerance`` (relative)
+    window after the lowest point whose smoothed value is back within ``tolerance`` (relative)
     of ``before``, and ``events_to_recover`` = ``recovered_at - drift_at`` (None: not yet).
 
     >>> tl = [{"event_index": i * 10, "policies": {"m": {"ctr": c}}}
@@ -297,7 +315,7 @@ def drift_recovery(
     >>> round(r["before"], 6), r["at"], r["lowest"], r["recovered_at"], r["events_to_recover"]
     (0.2, 0.1, 0.1, 60, 35)
     """
-    points = [(w["event_index"], w["policies"][policy]["ctr"]) for w in timeline]
+    points = [(w["event_index"], w["policies"][policy][key]) for w in timeline]
     before = [c for i, c in points if i <= drift_at][-before_windows:]
     after = [(i, c) for i, c in points if i > drift_at]
     result: dict[str, Any] = {
