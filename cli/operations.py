@@ -66,7 +66,7 @@ def simulate(
     closed_loop: ClosedLoopOpt = False,
     rate: Annotated[
         float | None,
-        typer.Option(help="Closed loop: events per second [default: 1500].", min=0.001),
+        typer.Option(help="Closed loop: events per second (default: 1500).", min=0.001),
     ] = None,
     policies: PoliciesOpt = DEFAULT_POLICIES,
     exploration: ExplorationOpt = None,

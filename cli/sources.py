@@ -205,7 +205,7 @@ ExplorationOpt = Annotated[
     typer.Option(
         min=0.0, max=1.0,
         help="Closed loop: share of slots the explore policy fills at random "
-        "[default: settings' serving.exploration].",
+        "(default: FEEDBACK_LOOP_SERVING__EXPLORATION, 0.1).",
     ),
 ]  # fmt: skip
 WindowOpt = Annotated[
