@@ -32,32 +32,31 @@ published; posting the same events again is safe because the consumer de-duplica
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import generate_latest
 from pydantic import BaseModel, Field, TypeAdapter
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as AsgiMessage
 
+from consumers.event_intake import (
+    DELIVERY_TIMEOUT_SECONDS,
+    BodyRefused,
+    DeliveryFailed,
+    EventError,
+    EventSink,
+    validate_events,
+)
+from consumers.serve_metrics import Instrumented, ServeMetrics
 from consumers.state_follower import StateFollowerThread
 from stream.config import Settings
-from stream.events import Context, Event, InvalidEvent, decode_event, encode_event
-from stream.kafka import clients
+from stream.events import Context, Event, encode_event
 from stream.kafka.publisher import event_key
 from stream.serving.recommender import (
     NotReady,
@@ -71,11 +70,6 @@ from stream.serving.state import ServingState
 
 log = logging.getLogger(__name__)
 
-PREFIX = "feedback_loop_serve"
-#: Events one ``POST /events`` may carry (a bigger batch gets 413: split it).
-MAX_EVENTS_PER_REQUEST = 10_000
-#: Seconds to wait for the broker to acknowledge posted events before answering 503.
-DELIVERY_TIMEOUT_SECONDS = 15.0
 
 Device = Literal["mobile", "desktop", "tablet", "tv"]
 
@@ -123,13 +117,6 @@ class EventsAccepted(BaseModel):
     event_ids: list[str]
 
 
-class EventError(BaseModel):
-    index: int = Field(description="Position of the event in the posted array (0: single).")
-    kind: str = Field(description="malformed_json, unknown_type or invalid_event.")
-    event_type: str
-    reason: str
-
-
 class EventsRejected(BaseModel):
     reason: str
     errors: list[EventError]
@@ -142,236 +129,6 @@ class Readiness(BaseModel):
     state_age_seconds: float | None
     users: int
     items: int
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-
-class ServeMetrics:
-    """The metrics of one ``serve`` process, on their own registry.
-
-    Request counts and latencies are instruments (see :class:`_Instrumented`); what the
-    state holds is read from it when Prometheus scrapes, so requests pay nothing for it.
-    """
-
-    def __init__(self, state: ServingState, ready: Callable[[], bool]) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            f"{PREFIX}_requests", "HTTP requests answered, by route and status.",
-            ["endpoint", "status"], registry=r,
-        )
-        self.seconds = Histogram(
-            f"{PREFIX}_request_seconds", "Time to answer one HTTP request, by route.",
-            ["endpoint"], registry=r,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-        )
-        self.accepted = Counter(
-            f"{PREFIX}_events_accepted", "Events posted, validated and acknowledged by Kafka.",
-            registry=r,
-        )
-        self.rejected = Counter(
-            f"{PREFIX}_events_rejected", "Events posted and refused (nothing published), by kind.",
-            ["kind"], registry=r,
-        )
-        for kind in ("malformed_json", "unknown_type", "invalid_event"):
-            self.rejected.labels(kind)
-        r.register(_StateCollector(state, ready))
-
-
-class _StateCollector(Collector):
-    """Gauges of the served state, read at scrape time."""
-
-    def __init__(self, state: ServingState, ready: Callable[[], bool]) -> None:
-        self.state = state
-        self.ready = ready
-
-    def collect(self) -> Iterator[Metric]:
-        state, meta = self.state, self.state.meta
-        age = state.age_seconds()
-
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
-
-        yield gauge(
-            "state_age_seconds",
-            "Seconds since the last applied model state was published (-1: none yet).",
-            -1.0 if age is None else age,
-        )
-        yield gauge(
-            "model_version", "Model version of the served state (-1: none yet).",
-            -1.0 if meta is None else meta.version,
-        )
-        yield gauge("items", "Items in the served state.", state.n_items)
-        yield gauge("users", "Users in the served state.", state.n_users)
-        yield gauge("ready", "1 once caught up with the model-state topic.", float(self.ready()))
-        records = CounterMetricFamily(
-            f"{PREFIX}_state_records", "Model-state records read, by outcome.", labels=["outcome"]
-        )
-        records.add_metric(["applied"], state.records_applied)
-        records.add_metric(["invalid"], state.records_invalid)
-        yield records
-
-
-class _Instrumented:
-    """Pure ASGI middleware: count and time every request by its route template.
-
-    The route template (``/recommendations/{user_id}``), not the path, is the label: ids
-    would make the label set unbounded.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: AsgiMessage) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            # The router records the matched route in the (shared) scope.
-            endpoint = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.seconds.labels(endpoint).observe(time.perf_counter() - started)
-
-
-# --- publishing posted events ----------------------------------------------------------------
-
-
-class BodyRefused(ValueError):
-    """A posted body that holds no events to validate (not JSON, empty, too many)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-class DeliveryFailed(RuntimeError):
-    """The broker did not acknowledge every event of a request."""
-
-
-class EventSink:
-    """Publishes events and lets a request await the broker's acknowledgement of its own.
-
-    One idempotent producer per process; a thread serves its delivery reports, which resolve
-    each request's future on the event loop.
-    """
-
-    def __init__(self, bootstrap_servers: str, topic: str, timeout: float) -> None:
-        self.topic = topic
-        self.timeout = timeout
-        config = clients.producer_config(bootstrap_servers, linger_ms=1)
-        # librdkafka gives up on a message after this and reports the failure: every
-        # request's future resolves, one way or the other.
-        config["message.timeout.ms"] = int(timeout * 1000)
-        self._producer = Producer(config)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="event-sink", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
-
-    async def publish(self, records: list[tuple[bytes | None, bytes]]) -> None:
-        """Produce every (key, value); return once all are acknowledged, else raise."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[str]] = loop.create_future()
-        errors: list[str] = []
-        pending = len(records)
-        lock = threading.Lock()
-
-        def resolve() -> None:
-            if not done.done():
-                done.set_result(errors)
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            nonlocal pending
-            with lock:
-                if err is not None:
-                    errors.append(str(err))
-                pending -= 1
-                last = pending == 0
-            if last:
-                with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
-                    loop.call_soon_threadsafe(resolve)
-
-        for key, value in records:
-            try:
-                self._producer.produce(self.topic, value, key, on_delivery=on_delivery)
-            except BufferError:
-                raise DeliveryFailed("the local produce queue is full; retry") from None
-        try:
-            failures = await asyncio.wait_for(done, self.timeout + 5)
-        except TimeoutError:
-            raise DeliveryFailed(f"not acknowledged within {self.timeout:.0f}s") from None
-        if failures:
-            raise DeliveryFailed(f"{len(failures)} not delivered: {failures[0]}")
-
-    def close(self) -> None:
-        remaining = self._producer.flush(self.timeout)
-        if remaining:
-            log.warning("%d posted events undelivered at shutdown", remaining)
-        self._stop.set()
-        self._thread.join()
-
-
-def validate_events(body: bytes, settings: Settings) -> tuple[list[Event], list[EventError]]:
-    """The valid events of a posted body and the reason of each invalid one.
-
-    Raise :class:`BodyRefused` when the body is not an event or an array of them.
-
-    The same codec as the consumer's admission, so what is refused here would have been
-    dead-lettered there (except unknown users and items: the consumer decides those).
-
-    >>> ok, errors = validate_events(b'[{"type": "teleport", "event_id": "e", "ts": 1.7e9}]',
-    ...                              Settings())
-    >>> ok, errors[0].kind, errors[0].reason.split(";")[0]
-    ([], 'unknown_type', "unknown event type 'teleport'")
-    >>> validate_events(b'{"type": ', Settings())
-    Traceback (most recent call last):
-    ...
-    consumers.server.BodyRefused: malformed JSON: unexpected end of data: line 1 column 10 (char 9)
-    """
-    try:
-        parsed: Any = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise BodyRefused(400, f"malformed JSON: {err}") from None
-    items = parsed if isinstance(parsed, list) else [parsed]
-    if not items:
-        raise BodyRefused(422, "no events: post one event object or a non-empty array")
-    if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise BodyRefused(
-            413, f"{len(items)} events: at most {MAX_EVENTS_PER_REQUEST} in one request"
-        )
-    events: list[Event] = []
-    errors: list[EventError] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            errors.append(EventError(
-                index=i, kind="malformed_json", event_type="invalid",
-                reason=f"an event is a JSON object, not {type(item).__name__}",
-            ))
-            continue
-        try:
-            events.append(decode_event(orjson.dumps(item), settings.limits))
-        except InvalidEvent as err:
-            errors.append(
-                EventError(index=i, kind=err.kind, event_type=err.event_type, reason=err.reason)
-            )
-    return events, errors
 
 
 # --- the application -------------------------------------------------------------------------
@@ -438,7 +195,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
     app.state.recommender = recommender
     metrics = ServeMetrics(state, lambda: _readiness(app).ready)
     app.state.metrics = metrics
-    app.add_middleware(_Instrumented, metrics=metrics)
+    app.add_middleware(Instrumented, metrics=metrics)
     not_ready: dict[int | str, dict[str, Any]] = {
         503: {"model": Problem, "description": "No model state yet."}
     }

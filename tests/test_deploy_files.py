@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.server import ServeMetrics
+from consumers.serve_metrics import ServeMetrics
 from producers.simulator.loop_metrics import LoopMetrics
 from stream.config import ServingConfig, Topics
 from stream.observability.metrics import PipelineMetrics, RetrainMetrics
