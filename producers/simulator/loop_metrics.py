@@ -304,10 +304,12 @@ def drift_recovery(
     event ``drift_at``.
 
     ``before``: mean of the last ``before_windows`` windows that ended before the shift;
-    ``at``: the first window ending after it; ``lowest``: the minimum of the windows after it
-    (each a moving average of ``smooth`` windows); ``recovered_at``: the end of the first
-    window after the lowest point whose smoothed value is back within ``tolerance`` (relative)
-    of ``before``, and ``events_to_recover`` = ``recovered_at - drift_at`` (None: not yet).
+    ``at``: the first window ending after it; after the shift each window is smoothed (moving
+    average of ``smooth`` windows); ``recovered_at``: the end of the first window whose
+    smoothed value is back within ``tolerance`` (relative) of ``before``, and
+    ``events_to_recover`` = ``recovered_at - drift_at`` (None: not within the run; 0: it
+    never fell below that);
+    ``lowest``: the smoothed minimum between the shift and the recovery (or the run's end).
 
     >>> tl = [{"event_index": i * 10, "policies": {"m": {"ctr": c}}}
     ...       for i, c in enumerate([0.2, 0.2, 0.2, 0.1, 0.1, 0.15, 0.2, 0.2, 0.2])]
@@ -331,12 +333,21 @@ def drift_recovery(
         (after[j][0], float(np.mean([c for _i, c in after[max(0, j - smooth + 1) : j + 1]])))
         for j in range(len(after))
     ]
-    low = min(range(len(smoothed)), key=lambda j: smoothed[j][1])
-    result["lowest"] = smoothed[low][1]
     target = result["before"] * (1.0 - tolerance)
-    for index, ctr in smoothed[low:]:
-        if ctr >= target:
+    # The first windows after the shift may still be mostly pre-shift sessions: recovery
+    # counts from the first dip below the target (none: the shift cost nothing measurable).
+    dip = next((j for j, (_i, value) in enumerate(smoothed) if value < target), None)
+    if dip is None:
+        result["lowest"] = min(value for _i, value in smoothed)
+        result["recovered_at"], result["events_to_recover"] = smoothed[0][0], 0
+        return result
+    end = len(smoothed)
+    for j in range(dip, len(smoothed)):
+        index, value = smoothed[j]
+        if value >= target:
             result["recovered_at"] = index
             result["events_to_recover"] = index - drift_at
+            end = j + 1
             break
+    result["lowest"] = min(value for _i, value in smoothed[:end])
     return result
