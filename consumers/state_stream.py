@@ -13,21 +13,14 @@ publication is a snapshot of that older state: a reader sees the state go back, 
 again as the same events are re-applied (to the same bits: replays are deterministic). Each
 key's last record wins, and a ``meta`` closes every publication, so a reader is never left
 with half of one.
-
->>> from stream.config import ServingConfig
->>> cadence = Cadence(ServingConfig(publish_every_events=100, publish_every_seconds=60))
->>> cadence.add(99), cadence.add(1)
-(False, True)
->>> cadence.reset(); cadence.add(0)
-False
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
-from stream.config import ServingConfig, Settings
+from stream.cadence import Cadence
+from stream.config import Settings
 from stream.kafka.model_state import ModelStatePublisher
 from stream.learner import FeedbackLearner
 from stream.serving.export import ModelStateExporter
@@ -35,28 +28,7 @@ from stream.serving.records import encode_record
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Cadence", "ModelStateStream"]
-
-
-class Cadence:
-    """Due after ``publish_every_events`` messages or ``publish_every_seconds``."""
-
-    def __init__(self, config: ServingConfig) -> None:
-        self.every_events = config.publish_every_events
-        self.every_seconds = config.publish_every_seconds
-        self.reset()
-
-    def reset(self) -> None:
-        self._events = 0
-        self._since = time.monotonic()
-
-    def add(self, messages: int) -> bool:
-        """Count messages consumed; whether a publication is due."""
-        self._events += messages
-        return (
-            self._events >= self.every_events
-            or time.monotonic() - self._since >= self.every_seconds
-        )
+__all__ = ["ModelStateStream"]
 
 
 class ModelStateStream:
@@ -68,14 +40,16 @@ class ModelStateStream:
     def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
         self.exporter = ModelStateExporter()
         self.publisher = ModelStatePublisher(bootstrap_servers, settings.topics.model_state)
-        self.cadence = Cadence(settings.serving)
+        every = settings.serving
+        self.cadence = Cadence(every.publish_every_events, every.publish_every_seconds)
         self.publications = 0
         self.records = 0
 
     def after_batch(self, learner: FeedbackLearner, messages: int) -> bool:
         """Publish the changes if due (``messages`` consumed since the last call); whether
         it published. Called with 0 when idle, so the ``meta`` still goes out on time."""
-        if not self.cadence.add(messages):
+        self.cadence.add(messages)
+        if not self.cadence.due():
             return False
         self._publish(learner, snapshot=False)
         return True

@@ -48,6 +48,7 @@ from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from stream.cadence import Cadence
 from stream.config import ConsumerConfig
 
 log = logging.getLogger(__name__)
@@ -202,21 +203,15 @@ class Checkpoint:
         faults: FaultHook | None = None,
     ) -> None:
         self.store = CheckpointStore(config.state_dir)
-        self.every_events = config.checkpoint_every_events
-        self.every_seconds = config.checkpoint_every_seconds
+        self.cadence = Cadence(config.checkpoint_every_events, config.checkpoint_every_seconds)
         self._group, self._dead_letters, self._faults = group, dead_letters, faults
-        self._messages = 0
-        self._started = time.monotonic()
 
     def add(self, messages: int) -> None:
         """Count messages applied since the last commit."""
-        self._messages += messages
+        self.cadence.add(messages)
 
     def due(self) -> bool:
-        return (
-            self._messages >= self.every_events
-            or time.monotonic() - self._started >= self.every_seconds
-        )
+        return self.cadence.due()
 
     def commit(self, state: Any, offsets: Offsets) -> None:
         """Dead letters durable, then state + offsets on disk, then offsets committed."""
@@ -233,7 +228,7 @@ class Checkpoint:
                 # The checkpoint on disk is the source of truth; the group offset is advisory.
                 log.warning("offset commit failed (checkpoint saved): %s", err)
         self._step(CommitStep.AFTER_COMMIT)
-        self._messages, self._started = 0, time.monotonic()
+        self.cadence.reset()
 
     def _step(self, step: CommitStep) -> None:
         if self._faults is not None:
