@@ -33,7 +33,7 @@ import numpy as np
 from stream.config import ModelConfig
 from stream.models.factors import FactorModel, FactorTable, step_pair
 
-__all__ = ["ImplicitMF"]
+__all__ = ["ImplicitMF", "top_rows"]
 
 
 def _sigmoid(x: float) -> float:
@@ -42,6 +42,27 @@ def _sigmoid(x: float) -> float:
         return 1.0 / (1.0 + exp(-x))
     z = exp(x)
     return z / (1.0 + z)
+
+
+def top_rows(logits: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` highest logits, best first (ties: lower row first); rows at
+    ``-inf`` are excluded. ``logits`` is not changed.
+
+    >>> top_rows(np.array([0.5, 2.0, -np.inf, 2.0]), 5).tolist()
+    [1, 3, 0]
+    """
+    k = min(k, int(np.count_nonzero(logits > -np.inf)))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    n = len(logits)
+    if k < n:
+        # Everything at least as good as the k-th best (so boundary ties are all kept).
+        kth = np.partition(logits, n - k)[n - k]
+        rows = np.flatnonzero(logits >= kth)
+    else:
+        rows = np.arange(n)
+    order = np.lexsort((rows, -logits[rows]))[:k]
+    return rows[order]
 
 
 class ImplicitMF(FactorModel):
@@ -150,23 +171,11 @@ class ImplicitMF(FactorModel):
         if k <= 0 or n == 0:
             return []
         logits = self._logits(user_id)
-        n_candidates = n
         if exclude:
             rows = [r for r in map(items.index.get, exclude) if r is not None]
             logits[rows] = -np.inf
-            n_candidates -= len(rows)
-        k = min(k, n_candidates)
-        if k <= 0:
-            return []
-        if k < n:
-            # Everything at least as good as the k-th best (so boundary ties are all kept).
-            kth = np.partition(logits, n - k)[n - k]
-            rows_arr = np.flatnonzero(logits >= kth)
-        else:
-            rows_arr = np.arange(n)
-        order = np.lexsort((rows_arr, -logits[rows_arr]))[:k]
         ids = items.ids
-        return [ids[r] for r in rows_arr[order].tolist()]
+        return [ids[r] for r in top_rows(logits, k).tolist()]
 
     def hit_at_k(self, user_id: str, item_id: str, k: int) -> bool | None:
         """Whether ``item_id`` is in the user's top ``k`` among all known items.

@@ -51,7 +51,7 @@ from stream.config import ServingConfig
 from stream.events import Context
 from stream.models.bundle import _logit
 from stream.models.click import EngagementModel
-from stream.models.implicit_mf import _sigmoid
+from stream.models.implicit_mf import _sigmoid, top_rows
 from stream.serving.state import ServingState, UserKind
 
 __all__ = [
@@ -301,19 +301,7 @@ class Recommender:
         logits[~state.rankable] = -np.inf
         if seen:
             logits[seen] = -np.inf
-        n_ok = int(np.count_nonzero(logits > -np.inf))
-        k = min(k, n_ok)
-        if k <= 0:
-            return []
-        n = len(logits)
-        if k < n:
-            # Everything at least as good as the k-th best, so boundary ties are all kept.
-            kth = np.partition(logits, n - k)[n - k]
-            rows = np.flatnonzero(logits >= kth)
-        else:
-            rows = np.arange(n)
-        order = np.lexsort((rows, -logits[rows]))[:k]
-        return rows[order].tolist()
+        return top_rows(logits, k).tolist()
 
     def exact_top_k(self, user_id: str, k: int, exclude_seen: bool = True) -> list[str]:
         """Top-K by brute force over every item (to measure the ANN's recall)."""

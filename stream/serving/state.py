@@ -463,10 +463,6 @@ class ServingState:
         q[:dim] = means.get(_ALL, 0.0)
         return kind, q
 
-    def user_vector(self, user_id: str) -> np.ndarray | None:
-        """The warm user's implicit vector (float64), or None."""
-        return self._uvec.get(user_id)
-
     def item_vector(self, row: int) -> tuple[np.ndarray, float]:
         """(implicit vector, bias) of a row."""
         return self._iv[row], float(self._ib[row])
@@ -474,13 +470,9 @@ class ServingState:
     def logits(self, rows: np.ndarray | None, query: np.ndarray) -> np.ndarray:
         """Implicit logits ``[q_i, b_i] . query`` of these rows (None: every row), float64."""
         dim = self._dim or 0
-        if rows is None:
-            n = len(self._items)
-            out = self._iv[:n] @ query[:dim]
-            out += self._ib[:n] * query[dim]
-            return out
-        out = self._iv[rows] @ query[:dim]
-        out += self._ib[rows] * query[dim]
+        select = slice(0, len(self._items)) if rows is None else rows
+        out = self._iv[select] @ query[:dim]
+        out += self._ib[select] * query[dim]
         return out
 
     def seen_rows(self, user_id: str) -> list[int]:
