@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import math
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -47,10 +48,13 @@ from bench.report import machine, replace_section  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
 from stream.config import Settings  # noqa: E402
 from stream.drift import (  # noqa: E402
+    CusumDriftDetector,
     DataMethod,
+    Decision,
     DistributionDriftDetector,
     DriftMonitor,
     LossDriftDetector,
+    RetrainPolicy,
     Signal,
 )
 from stream.learner import FeedbackLearner  # noqa: E402
@@ -200,7 +204,7 @@ def run_simulator(label: str, cfg: SimulatorConfig, n: int, drift_at: int) -> Si
         signals.extend(monitor.drain())
         best = max_after if k >= drift_at else max_before
         for d in dets:
-            tick = d.n_blocks if isinstance(d, LossDriftDetector) else d.n_windows
+            tick = d.n_windows if isinstance(d, DistributionDriftDetector) else d.n_blocks
             if tick != ticks[d.name]:
                 ticks[d.name] = tick
                 if d.statistic > best[d.name]:
@@ -266,6 +270,7 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
     concept = [d for d in ref.detectors.values() if isinstance(d, LossDriftDetector)]
     eng = next(d.block_size for d in concept if d.name.startswith("engagement"))
     rat = next(d.block_size for d in concept if d.name.startswith("rating"))
+    cusum = Settings().drift.cusum_block_size
     window = next(d.window for d in ref.detectors.values()
                   if isinstance(d, DistributionDriftDetector))
 
@@ -289,8 +294,10 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
 
     base = _timeit(empty, n)
     calls: list[tuple[str, Callable[[], None]]] = [
-        (f"`DriftMonitor.observe_engagement_loss` (3 detectors, block {eng})",
-         monitor_loop("observe_engagement_loss", losses)),
+        (f"`DriftMonitor.observe_engagement_loss` (3 River detectors, block {eng}, and the "
+         f"CUSUM, block {cusum})", monitor_loop("observe_engagement_loss", losses)),
+        ("`CusumDriftDetector.update`, block " + str(cusum),
+         detector_loop(functools.partial(CusumDriftDetector, "x", cusum), losses)),
         (f"`DriftMonitor.observe_rating_error` (2 detectors, block {rat})",
          monitor_loop("observe_rating_error", losses)),
     ]
@@ -310,6 +317,222 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
          monitor_loop("observe_dwell", dwell)),
     ]
     return [(name, max(_timeit(fn, n) - base, 0.0)) for name, fn in calls]
+
+
+# ------------------------------------------------------------------- retrain decisions
+
+
+# The demo's simulator (`feedback-loop demo --drift-at 60000`: bots, half the users change
+# tastes) and the population of the end-to-end runs above (no bots).
+DECISION_DRIFT_AT = 60_000
+DECISION_EVENTS = 150_000
+POPULATIONS: dict[str, dict[str, Any]] = {
+    "demo": {"bot_share": 0.02, "drift_share": 0.5},
+    "bench": {"drift_share": 0.5},
+}
+
+
+@dataclasses.dataclass
+class DecisionRun:
+    """The alarms of one simulator run through ``FeedbackLearner``, its own monitor."""
+
+    population: str
+    seed: int
+    drift_at: int | None  # in the learner's event index (profiles included)
+    events: int
+    signals: list[Signal]
+    max_cusum: float  # largest statistic of the calibrated CUSUM
+    seconds: float
+    # (block mean, event index) the CUSUM saw: to replay other CUSUM settings offline.
+    cusum_blocks: list[tuple[float, int]]
+
+
+def run_decisions(task: tuple[str, int, int, bool]) -> DecisionRun:
+    """One seeded run; every alarm of the learner's monitor, in order (drained every event
+    block: a signal keeps the event index it was raised at)."""
+    population, seed, n, drift = task
+    cfg = SimulatorConfig(seed=seed, drift_at=DECISION_DRIFT_AT if drift else None,
+                          **POPULATIONS[population])
+    sim = Simulator(cfg)
+    learner = FeedbackLearner(Settings())
+    for p in sim.profiles():
+        learner.apply(p)
+    start = learner.counts.consumed
+    monitor = learner_monitor(learner)
+    cusum = next(d for d in monitor.detectors.values() if isinstance(d, CusumDriftDetector))
+    blocks: list[tuple[float, int]] = []
+    update_block = cusum.update_block
+
+    def recorded(mean: float, event_index: int) -> Signal | None:
+        blocks.append((mean, event_index))
+        return update_block(mean, event_index)
+
+    cusum.update_block = recorded  # type: ignore[method-assign]
+    signals: list[Signal] = []
+    top = 0.0
+    apply = learner.apply
+    t = time.perf_counter()
+    for k, event in enumerate(sim.events(n)):
+        apply(event)
+        if cusum.statistic > top:
+            top = cusum.statistic
+        if k % 1000 == 999:
+            signals.extend(monitor.drain())
+    signals.extend(monitor.drain())
+    return DecisionRun(population, seed, start + DECISION_DRIFT_AT if drift else None, n,
+                       signals, top, time.perf_counter() - t, blocks)
+
+
+# The policy before the calibrated CUSUM: one data alarm decided, nothing decided alone.
+PREVIOUS_POLICY = {"data_confirmations": 1, "deciding_detectors": ()}
+
+
+def decisions_of(run: DecisionRun, previous: bool = False) -> list[Decision]:
+    """What the retrain policy (``Settings().drift``) decides on the run's alarms; nothing is
+    retrained, so the monitor is never reset and the replay is exact. ``previous``: the
+    detectors and policy before the CUSUM (its alarms left out, :data:`PREVIOUS_POLICY`)."""
+    config = Settings().drift
+    signals = run.signals
+    if previous:
+        config = config.model_copy(update=PREVIOUS_POLICY)
+        signals = [s for s in signals if s.detector != "engagement_logloss_cusum"]
+    policy = RetrainPolicy(config)
+    return [d for s in signals if (d := policy.consider(s)) is not None]
+
+
+def _after(index: int, drift_at: int) -> str:
+    return f"{index - drift_at:+,}"
+
+
+def decision_section(runs: list[DecisionRun], command: str, elapsed: float) -> str:
+    """The markdown of the decisions mode: per seed first alarm and decision, summaries."""
+    d = Settings().drift
+    lines = [
+        "### Retrain decisions: abrupt shifts and long stationary runs",
+        "",
+        f"Machine: {machine()}.",
+        f"Command: `{command.strip()}` ({elapsed:.0f} s).",
+        "",
+        "The simulator through `FeedbackLearner` (its own monitor, `Settings().drift`), every "
+        "alarm replayed through the retrain policy (`RetrainPolicy.consider`, nothing "
+        f"retrained or reset). Policy: warm-up {d.warmup_events:,} events; an alarm of "
+        + ", ".join(f"`{n}`" for n in d.deciding_detectors)
+        + f" decides alone (CUSUM blocks of {d.cusum_block_size}, threshold "
+        f"{d.cusum_threshold:g}); otherwise {d.confirmations} distinct detectors or "
+        f"{d.data_confirmations} distinct data detectors within {d.confirm_within:,} events. "
+        "*Before*: the same alarms without the CUSUM's through the previous policy (a data "
+        "alarm decided alone, nothing else did). Abrupt: half the users change "
+        f"tastes at interaction event {DECISION_DRIFT_AT:,} of {DECISION_EVENTS:,}; "
+        "populations `demo` (`feedback-loop demo --drift-at 60000`: 2 % bots) and `bench` "
+        "(no bots, as the end-to-end runs above). Events after the shift in interaction "
+        "events.",
+        "",
+    ]
+    for population in POPULATIONS:
+        drifted = [r for r in runs if r.population == population and r.drift_at is not None]
+        if not drifted:
+            continue
+        lines += [
+            f"**Abrupt shift, population `{population}`**",
+            "",
+            "| seed | first alarm after the shift | decision | before: decision | alarms "
+            "before the shift | s |",
+            "|---:|---|---|---|---:|---:|",
+        ]
+        firsts, decided, missed, before = [], [], 0, []
+        for r in drifted:
+            assert r.drift_at is not None
+            after = [s for s in r.signals if s.event_index >= r.drift_at]
+            early = len(r.signals) - len(after)
+            dec = [x for x in decisions_of(r) if x.event_index >= r.drift_at]
+            prev = [x for x in decisions_of(r, previous=True) if x.event_index >= r.drift_at]
+            if prev:
+                before.append(prev[0].event_index - r.drift_at)
+            first = after[0] if after else None
+            if first is not None:
+                firsts.append(first.event_index - r.drift_at)
+            if dec:
+                decided.append(dec[0].event_index - r.drift_at)
+            else:
+                missed += 1
+            lines.append(
+                f"| {r.seed} | "
+                + (f"{_after(first.event_index, r.drift_at)} `{first.detector}`" if first
+                   else "none")
+                + " | "
+                + (f"{_after(dec[0].event_index, r.drift_at)} ({dec[0].reason})" if dec
+                   else "none")
+                + " | "
+                + (f"{_after(prev[0].event_index, r.drift_at)}" if prev else "none")
+                + f" | {early} | {r.seconds:.0f} |"
+            )
+        lines += [
+            "",
+            f"Median first alarm {_fmt(float(np.median(firsts)) if firsts else None)} events "
+            f"after the shift; median decision "
+            f"{_fmt(float(np.median(decided)) if decided else None)} (worst "
+            f"{_fmt(float(max(decided)) if decided else None)}); missed {missed} of "
+            f"{len(drifted)}. Before: median decision "
+            f"{_fmt(float(np.median(before)) if before else None)}, missed "
+            f"{len(drifted) - len(before)}.",
+            "",
+        ]
+    stationary = [r for r in runs if r.drift_at is None]
+    if stationary:
+        n = stationary[0].events
+        lines += [
+            f"**Stationary, {len(stationary)} seeds x {n:,} events** (population "
+            f"`{stationary[0].population}`)",
+            "",
+            "| seed | alarms (detector: count) | largest CUSUM statistic | decisions | before: "
+            "decisions | s |",
+            "|---:|---|---:|---|---:|---:|",
+        ]
+        total, total_before = 0, 0
+        for r in stationary:
+            counts: dict[str, int] = {}
+            for s in r.signals:
+                counts[s.detector] = counts.get(s.detector, 0) + 1
+            dec = decisions_of(r)
+            total += len(dec)
+            n_before = len(decisions_of(r, previous=True))
+            total_before += n_before
+            alarms = ", ".join(f"`{k}`: {v}" for k, v in counts.items()) or "none"
+            decs = "; ".join(f"@ {x.event_index:,} ({x.reason})" for x in dec) or "none"
+            lines.append(f"| {r.seed} | {alarms} | {r.max_cusum:.2f} | {decs} | {n_before} | "
+                         f"{r.seconds:.0f} |")
+        lines += ["", f"Stationary decisions: {total} in {len(stationary) * n / 1e6:.0f}M "
+                  f"events (before: {total_before}); largest CUSUM statistic "
+                  f"{max(r.max_cusum for r in stationary):.2f} (threshold "
+                  f"{d.cusum_threshold:g}).", ""]
+    return "\n".join(lines)
+
+
+def decisions_main(args: argparse.Namespace, command: str) -> None:
+    """``--decisions``: the abrupt-shift seeds of both populations and the stationary seeds."""
+    t0 = time.perf_counter()
+    tasks = [(pop, s, DECISION_EVENTS, True) for pop in POPULATIONS for s in range(args.seeds)]
+    tasks += [("demo", s, args.decision_stationary_events, False) for s in range(args.seeds)]
+    # Longest first, so the two workers finish together.
+    tasks.sort(key=lambda x: -x[2])
+    cache = args.decision_runs
+    if cache is not None and cache.exists():
+        # The recorded alarms: the policy (and this report) can change without a rerun.
+        runs, elapsed = pickle.loads(cache.read_bytes())
+    else:
+        with ProcessPoolExecutor(args.workers) as pool:
+            runs = list(pool.map(run_decisions, tasks))
+        elapsed = time.perf_counter() - t0
+        if cache is not None:
+            cache.write_bytes(pickle.dumps((runs, elapsed)))
+    for r in runs:
+        print(r.population, r.seed, "drift" if r.drift_at else "stationary",
+              [(s.detector, s.event_index - (r.drift_at or 0)) for s in r.signals][:8],
+              f"{r.seconds:.0f}s", file=sys.stderr)
+    section = decision_section(runs, command, elapsed)
+    if args.decisions_out is not None:
+        args.decisions_out.write_text(section)
+    print(section)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -345,6 +568,16 @@ def main() -> None:
     ap.add_argument("--out-section", action="store_true",
                     help="write the section into --out instead of printing it")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--decisions", action="store_true",
+                    help="only the retrain-decision runs: --seeds abrupt shifts per "
+                         "population and --seeds stationary runs through FeedbackLearner")
+    ap.add_argument("--decision-stationary-events", type=int, default=1_000_000,
+                    help="events per stationary seed of --decisions")
+    ap.add_argument("--decisions-out", type=Path, default=None,
+                    help="also write the --decisions markdown to this file")
+    ap.add_argument("--decision-runs", type=Path, default=None,
+                    help="pickle of the --decisions runs: read if it exists (the policy is "
+                         "replayed on the recorded alarms), else written")
     args = ap.parse_args()
     if args.events < 40_000:
         ap.error("--events must be at least 40000 (the drift starts half-way)")
@@ -353,6 +586,9 @@ def main() -> None:
     python = (".venv/bin/python" if Path(sys.executable).absolute().is_relative_to(repo / ".venv")
               else "python")
     command = " ".join([python, "bench/drift.py", *sys.argv[1:]])
+    if args.decisions:
+        decisions_main(args, command)
+        return
     monitor = configured_monitor()
     window = next(d.window for d in monitor.detectors.values()
                   if isinstance(d, DistributionDriftDetector))
@@ -434,7 +670,8 @@ def main() -> None:
         "Concept detectors sum losses into blocks and feed the block means, standardized by "
         "a 30-block warm-up, to River (" + _params_text(concept) + "); only loss increases "
         f"alarm. Data detectors compare tumbling windows of {window} observations with a "
-        "reference window (" + ", ".join(f"`{d.name}` > {d.threshold:g}" for d in data) + ").",
+        "reference window (" + ", ".join(f"`{d.name}` > {d.threshold:g}" for d in data) + "). "
+        + _cusum_text(monitor),
         "",
         "### Synthetic loss streams",
         "",
@@ -550,12 +787,9 @@ def main() -> None:
 
 
 def configured_monitor() -> DriftMonitor:
-    """A monitor built like the learner's (``Settings().drift``), else the defaults."""
-    d = getattr(Settings(), "drift", None)
-    if d is None:
-        return DriftMonitor.default()
-    return DriftMonitor.default(seed=Settings().model.seed, block_size=d.block_size,
-                                window=d.window, rating_block_size=d.rating_block_size)
+    """A monitor built like the learner's (``Settings().drift``)."""
+    settings = Settings()
+    return DriftMonitor.from_config(settings.drift, seed=settings.model.seed)
 
 
 def _params_text(concept: list[LossDriftDetector]) -> str:
@@ -566,6 +800,16 @@ def _params_text(concept: list[LossDriftDetector]) -> str:
         seen.setdefault(d.method, ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                             for k, v in shown.items()))
     return "; ".join(f"{m}: {p}" for m, p in seen.items())
+
+
+def _cusum_text(monitor: DriftMonitor) -> str:
+    c = [d for d in monitor.detectors.values() if isinstance(d, CusumDriftDetector)]
+    return "".join(
+        f"The calibrated CUSUM `{d.name}` (blocks of {d.block_size}, standardized by a running "
+        f"robust reference, allowance {d.allowance:g}, clip {d.clip:g}, threshold "
+        f"{d.threshold:g} sigma) appears in the end-to-end and decision runs. "
+        for d in c
+    ).rstrip()
 
 
 def _config_text(monitor: DriftMonitor) -> str:

@@ -39,11 +39,13 @@ from cli.sources import (
     PoliciesOpt,
     PositionDecayOpt,
     WindowOpt,
+    fit_scale,
     loop_config,
     open_source,
     publish,
     sim_records,
     simulator,
+    source_records,
     with_exploration,
 )
 from stream.config import Settings
@@ -260,10 +262,11 @@ def replay(
         registry_in_state=True,
     )
     source = open_source(path, fmt)
-    records = paced(source.records(), speed)
     embedded = not cfg.bootstrap_servers
     if consume is None:
         consume = embedded
+    cfg, source = fit_scale(cfg, source, consume_here=consume)
+    records = paced(source_records(source), speed)
     if not consume:
         publish(cfg, records, None)
         return
@@ -330,11 +333,10 @@ def evaluate(
     from consumers.evaluate import evaluate_records
     from consumers.pipeline import build_report
 
-    cfg = settings(seed=seed)
-    source = open_source(path, fmt)
+    cfg, source = fit_scale(settings(seed=seed), open_source(path, fmt), consume_here=True)
     with LiveProgress(None, f"evaluate {source.format}") as live:
         learner, seconds = evaluate_records(
-            cfg, source.records(), on_progress=live.update, dead_letters=dead_letters
+            cfg, source_records(source), on_progress=live.update, dead_letters=dead_letters
         )
         live.update(learner, force=True)
     config = {

@@ -143,6 +143,33 @@ def open_source(path: Path, fmt: str | None) -> Any:
         raise fail(str(err)) from None
 
 
+def fit_scale(settings: Settings, source: Any, consume_here: bool) -> tuple[Settings, Any]:
+    """The settings and the source (a ``ReplaySource``) a command runs a file with.
+
+    When this process consumes the file and the environment declares no rating scale
+    (``FEEDBACK_LOOP_LIMITS__RATING_MIN`` / ``_MAX`` / ``_STEP``), the format's own scale
+    applies: half stars for MovieLens CSV. Otherwise the configured scale stands, shared
+    with the other processes, and the file's ratings are checked against it before
+    anything is published (see :func:`source_records`).
+    """
+    from producers.replay import SCALE_FIELDS
+
+    scale = source.rating_scale
+    if consume_here and scale is not None and not settings.limits.model_fields_set & SCALE_FIELDS:
+        return settings.model_copy(update={"limits": scale.applied_to(settings.limits)}), source
+    return settings, source.checked_against(settings.limits)
+
+
+def source_records(source: Any) -> Iterator[Any]:
+    """The source's records; a broken file, or ratings off the configured scale, fail the
+    command with the reason before anything is published."""
+    try:
+        records: Iterator[Any] = source.records()
+    except (ValueError, OSError) as err:
+        raise fail(str(err)) from None
+    return records
+
+
 def publish(
     settings: Settings,
     records: Iterable[Any],

@@ -172,4 +172,6 @@ def _holdout(champion: dict[str, float] | None) -> HoldoutLosses | None:
         engagement_n=int(champion["engagement_n"]),
         rating_se_sum=float(champion["rating_se_sum"]),
         rating_n=int(champion["rating_n"]),
+        engagement_logloss_sq_sum=float(champion.get("engagement_logloss_sq_sum", 0.0)),
+        rating_se_sq_sum=float(champion.get("rating_se_sq_sum", 0.0)),
     )

@@ -274,11 +274,12 @@ def test_default_monitor_has_the_named_detectors() -> None:
     m = DriftMonitor.default()
     assert list(m.detectors) == [
         "engagement_logloss_adwin", "engagement_logloss_page_hinkley",
-        "engagement_logloss_kswin", "rating_se_adwin", "rating_se_page_hinkley",
-        "event_type_mix_js", "click_genre_mix_psi", "dwell_psi", "new_user_share_psi",
+        "engagement_logloss_kswin", "engagement_logloss_cusum", "rating_se_adwin",
+        "rating_se_page_hinkley", "event_type_mix_js", "click_genre_mix_psi", "dwell_psi",
+        "new_user_share_psi",
     ]
     rows = m.snapshot()
-    assert [r["kind"] for r in rows] == ["concept"] * 5 + ["data"] * 4
+    assert [r["kind"] for r in rows] == ["concept"] * 6 + ["data"] * 4
     assert set(rows[0]) == {"name", "kind", "method", "statistic", "threshold", "in_drift",
                             "n_alarms"}
     assert all(isinstance(r["statistic"], float) and not r["in_drift"] for r in rows)
@@ -319,7 +320,8 @@ def test_monitor_collects_drains_and_resets() -> None:
     signals = m.drain()
     names = {s.detector for s in signals}
     assert {"engagement_logloss_adwin", "engagement_logloss_page_hinkley",
-            "engagement_logloss_kswin", "new_user_share_psi"} == names
+            "engagement_logloss_kswin", "engagement_logloss_cusum",
+            "new_user_share_psi"} == names
     assert [s.event_index for s in signals] == sorted(s.event_index for s in signals)
     assert m.drain() == []
     states = {r["name"]: r["in_drift"] for r in m.snapshot()}

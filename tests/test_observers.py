@@ -85,18 +85,25 @@ def test_holdout_window_is_the_last_events_losses(run: Any) -> None:
     last = recorder.seen[-size:]
     eng = [o.loss for o in last if isinstance(o, Engagement)]
     se = [o.squared_error for o in last if isinstance(o, Rated)]
-    expected = HoldoutLosses(sum(eng), len(eng), sum(se), len(se))
+    expected = HoldoutLosses(
+        sum(eng), len(eng), sum(se), len(se),
+        sum(x * x for x in eng), sum(x * x for x in se),
+    )  # fmt: skip
     losses = learner.lifecycle.holdout.losses()
     assert len(learner.lifecycle.holdout) == min(size, len(recorder.seen))
     assert (losses.engagement_n, losses.rating_n) == (expected.engagement_n, expected.rating_n)
     assert losses.engagement_n > 0 and losses.rating_n > 0
     assert losses.engagement_logloss_sum == pytest.approx(expected.engagement_logloss_sum)
     assert losses.rating_se_sum == pytest.approx(expected.rating_se_sum)
+    assert losses.engagement_logloss_sq_sum == pytest.approx(expected.engagement_logloss_sq_sum)
+    assert losses.rating_se_sq_sum == pytest.approx(expected.rating_se_sq_sum)
     assert learner.lifecycle.champion() == {
         "engagement_logloss_sum": losses.engagement_logloss_sum,
         "engagement_n": losses.engagement_n,
         "rating_se_sum": losses.rating_se_sum,
         "rating_n": losses.rating_n,
+        "engagement_logloss_sq_sum": losses.engagement_logloss_sq_sum,
+        "rating_se_sq_sum": losses.rating_se_sq_sum,
     }
 
 
@@ -128,9 +135,9 @@ def test_holdout_window_slots() -> None:
     w.engagement(Engagement(1, False, True, 0.25, 0.5, "Drama"))
     w.rating(Rated(2, False, 1.5))
     w.dwell(Dwelled(3, True, 12.0))
-    assert w.losses() == HoldoutLosses(0.25, 1, 1.5, 1)
+    assert w.losses() == HoldoutLosses(0.25, 1, 1.5, 1, 0.0625, 2.25)
     w.rating(Rated(4, False, 0.5))  # the engagement slot falls out
-    assert w.losses() == HoldoutLosses(0.0, 0, 2.0, 2)
+    assert w.losses() == HoldoutLosses(0.0, 0, 2.0, 2, 0.0, 2.5)
 
 
 def test_drift_observer_feeds_the_monitor_in_order() -> None:

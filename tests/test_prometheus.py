@@ -584,7 +584,7 @@ def test_drift_and_retrain_reach_the_dashboard(scraped: Stack) -> None:
         s["metric"]["detector"]
         for s in prom.query("feedback_loop_drift_threshold")["data"]["result"]
     }
-    assert len(detectors) == 9, detectors
+    assert len(detectors) == 10, detectors
     annotations = dict(annotation_exprs())
     assert len(annotations) == 2, annotations
     for name, expr in annotations.items():

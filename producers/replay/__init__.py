@@ -54,13 +54,18 @@ from producers.replay.files import ReplayError
 from producers.replay.movielens_100k import ML100K_GENRES
 from producers.replay.movielens_csv import ML_CSV_HEADER
 from producers.replay.pacing import paced, record_ts
+from producers.replay.scale import FORMAT_SCALES, SCALE_FIELDS, RatingScale, RatingScaleError
 from producers.replay.source import FORMATS, ReplaySource, guess_format, open_source
 from stream.kafka.publisher import Record
 
 __all__ = [
     "FORMATS",
+    "FORMAT_SCALES",
     "ML100K_GENRES",
     "ML_CSV_HEADER",
+    "SCALE_FIELDS",
+    "RatingScale",
+    "RatingScaleError",
     "Record",
     "ReplayError",
     "ReplaySource",

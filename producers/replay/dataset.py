@@ -27,6 +27,7 @@ from stream.kafka.publisher import Record
 __all__ = [
     "CHUNK",
     "ProfileReader",
+    "RatingsCheck",
     "bare_profiles",
     "dataset_records",
     "item_profile",
@@ -38,6 +39,9 @@ CHUNK = 65_536
 
 # Profiles of a dataset file: (dataset file, its ratings, profile ts) -> users then items.
 ProfileReader = Callable[[Path, Ratings, float], Iterable[dict[str, Any]]]
+# A check of a dataset file's ratings that raises ReplayError (e.g. against the consumer's
+# rating scale) before anything is yielded.
+RatingsCheck = Callable[[Path, Ratings], None]
 
 
 def user_profile(
@@ -77,9 +81,12 @@ def bare_profiles(
 
 
 def dataset_records(
-    path: Path, ratings: Ratings, profiles: ProfileReader | None
+    path: Path, ratings: Ratings, profiles: ProfileReader | None, check: RatingsCheck | None = None
 ) -> Iterator[Record]:
-    """The replay of a dataset file: its profiles (unless None), then its sorted ratings."""
+    """The replay of a dataset file: its profiles (unless None), then its sorted ratings;
+    ``check`` runs on the ratings first."""
+    if check is not None:
+        check(path, ratings)
     # Profiles carry the first interaction's time: early enough to precede everything they
     # announce, and a real time (not 0), so they pass the ts sanity check.
     ts0 = float(ratings.ts.min()) if len(ratings.ts) else Limits().ts_min

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.replay.columns import Ratings, read_columns
-from producers.replay.dataset import dataset_records, item_profile, user_profile
+from producers.replay.dataset import RatingsCheck, dataset_records, item_profile, user_profile
 from producers.replay.files import ReplayError, int_or_none, read_lines, year_of
 from stream.kafka.publisher import Record
 
@@ -35,9 +35,9 @@ def companions(path: Path) -> list[tuple[Path, bool]]:
     return [(path.parent / "u.user", True), (path.parent / "u.item", True)]
 
 
-def records(path: Path, profiles: bool) -> Iterator[Record]:
+def records(path: Path, profiles: bool, check: RatingsCheck | None = None) -> Iterator[Record]:
     """Users of u.user, items of u.item (when ``profiles``), then the sorted ratings."""
-    return dataset_records(path, _ratings(path), _profiles if profiles else None)
+    return dataset_records(path, _ratings(path), _profiles if profiles else None, check)
 
 
 def _ratings(path: Path) -> Ratings:

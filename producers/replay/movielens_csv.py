@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.replay.columns import Ratings, read_columns
-from producers.replay.dataset import bare_profiles, dataset_records, item_profile
+from producers.replay.dataset import RatingsCheck, bare_profiles, dataset_records, item_profile
 from producers.replay.files import ReplayError, header_fields, year_of
 from stream.kafka.publisher import Record
 
@@ -32,9 +32,9 @@ def companions(path: Path) -> list[tuple[Path, bool]]:
     return [(path.parent / "movies.csv", True)]
 
 
-def records(path: Path, profiles: bool) -> Iterator[Record]:
+def records(path: Path, profiles: bool, check: RatingsCheck | None = None) -> Iterator[Record]:
     """Bare users, items of movies.csv (when ``profiles``), then the sorted ratings."""
-    return dataset_records(path, _ratings(path), _profiles if profiles else None)
+    return dataset_records(path, _ratings(path), _profiles if profiles else None, check)
 
 
 def _ratings(path: Path) -> Ratings:

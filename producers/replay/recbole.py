@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from producers.replay.columns import Ratings, read_columns
-from producers.replay.dataset import bare_profiles, dataset_records, item_profile, user_profile
+from producers.replay.dataset import (
+    RatingsCheck,
+    bare_profiles,
+    dataset_records,
+    item_profile,
+    user_profile,
+)
 from producers.replay.files import (
     ReplayError,
     column,
@@ -53,9 +59,9 @@ def companions(path: Path) -> list[tuple[Path, bool]]:
     return [(path.with_suffix(".user"), False), (path.with_suffix(".item"), False)]
 
 
-def records(path: Path, profiles: bool) -> Iterator[Record]:
+def records(path: Path, profiles: bool, check: RatingsCheck | None = None) -> Iterator[Record]:
     """Users and items (when ``profiles``), then the sorted interactions."""
-    return dataset_records(path, _ratings(path), _profiles if profiles else None)
+    return dataset_records(path, _ratings(path), _profiles if profiles else None, check)
 
 
 def _header(path: Path) -> list[str]:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from producers.replay import events, movielens_100k, movielens_csv, recbole
+from producers.replay.dataset import RatingsCheck
 from producers.replay.files import ReplayError, check_file, head
 from producers.replay.movielens_csv import ML_CSV_HEADER
+from producers.replay.scale import FORMAT_SCALES, RatingScale, check_fits
+from stream.config import Limits
 from stream.kafka.publisher import Record
 
 __all__ = ["FORMATS", "ReplaySource", "guess_format", "open_source"]
@@ -26,7 +30,7 @@ FORMATS: tuple[str, ...] = ("movielens-100k", "movielens-csv", "recbole", "event
 class _Dataset:
     """A dataset format: how to read a file, and which files beside it hold profiles."""
 
-    records: Callable[[Path, bool], Iterator[Record]]
+    records: Callable[[Path, bool, RatingsCheck | None], Iterator[Record]]
     companions: Callable[[Path], list[tuple[Path, bool]]]
 
 
@@ -86,16 +90,32 @@ def _four_ints(line: str) -> bool:
 
 @dataclass(frozen=True)
 class ReplaySource:
-    """A file to replay; :meth:`records` reads it afresh each time (same records, same ids)."""
+    """A file to replay; :meth:`records` reads it afresh each time (same records, same ids).
+
+    With ``limits`` (the consumer's), :meth:`records` first checks that every rating of a
+    dataset file fits their scale, raising :class:`~producers.replay.scale.RatingScaleError`
+    before anything is yielded (files of our own events are not checked: the consumer
+    dead-letters an off-scale rating with its reason).
+    """
 
     path: Path
     format: str
     profiles: bool = True
+    limits: Limits | None = None
 
     @property
     def dataset(self) -> str:
         """The prefix of generated event ids: the file name."""
         return self.path.name
+
+    @property
+    def rating_scale(self) -> RatingScale | None:
+        """The rating scale the format declares (None: the configured scale stands)."""
+        return FORMAT_SCALES.get(self.format)
+
+    def checked_against(self, limits: Limits | None) -> ReplaySource:
+        """This source, checking its ratings against ``limits`` (None: no check)."""
+        return replace(self, limits=limits)
 
     def records(self) -> Iterator[Record]:
         """Events as dicts (or raw bytes for unparseable lines of an events file) in replay
@@ -103,14 +123,24 @@ class ReplaySource:
         record when the file is structurally broken."""
         if self.format == "events":
             return events.records(self.path)
-        return _DATASETS[self.format].records(self.path, self.profiles)
+        check = None
+        if self.limits is not None:
+            check = partial(check_fits, limits=self.limits, declared=self.rating_scale)
+        return _DATASETS[self.format].records(self.path, self.profiles, check)
 
     def __iter__(self) -> Iterator[Record]:
         return self.records()
 
 
-def open_source(path: str | Path, fmt: str | None = None, *, profiles: bool = True) -> ReplaySource:
-    """A :class:`ReplaySource` for ``path`` (format guessed when ``fmt`` is None).
+def open_source(
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    profiles: bool = True,
+    limits: Limits | None = None,
+) -> ReplaySource:
+    """A :class:`ReplaySource` for ``path`` (format guessed when ``fmt`` is None), whose
+    ratings are checked against ``limits`` when given (see :class:`ReplaySource`).
 
     Checks now, before anything is published, that the file and the companion files that
     hold its profiles exist (unless ``profiles=False``). Raises :class:`ReplayError`.
@@ -129,4 +159,4 @@ def open_source(path: str | Path, fmt: str | None = None, *, profiles: bool = Tr
                     "the profiles that announce users and items to the consumer (replay "
                     "without profiles, profiles=False, to send the interactions alone)"
                 )
-    return ReplaySource(path=path, format=fmt, profiles=profiles)
+    return ReplaySource(path=path, format=fmt, profiles=profiles, limits=limits)

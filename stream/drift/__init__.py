@@ -2,12 +2,14 @@
 
 One concept per module, as in ``river.drift``: :mod:`~stream.drift.stats` (divergences and
 category codes), :mod:`~stream.drift.signals` (the alarm), :mod:`~stream.drift.concept` (loss
-increases), :mod:`~stream.drift.data` (input mix shifts), :mod:`~stream.drift.monitor` (the
+increases), :mod:`~stream.drift.cusum` (the calibrated loss-increase detector),
+:mod:`~stream.drift.data` (input mix shifts), :mod:`~stream.drift.monitor` (the
 learner's named set of detectors) and :mod:`~stream.drift.policy` (alarms -> retrain
 decisions).
 """
 
 from stream.drift.concept import ConceptMethod, LossDriftDetector
+from stream.drift.cusum import CusumDriftDetector
 from stream.drift.data import DataMethod, DistributionDriftDetector
 from stream.drift.monitor import DriftMonitor
 from stream.drift.observer import DriftObserver
@@ -26,6 +28,7 @@ __all__ = [
     "ConceptMethod",
     "DataMethod",
     "CategoryCodes",
+    "CusumDriftDetector",
     "DWELL_BUCKETS",
     "Decision",
     "DistributionDriftDetector",

@@ -1,6 +1,7 @@
 """The learner's drift monitor: named concept and data detectors, and the alarms they raised.
 
-:class:`DriftMonitor` owns a named set of :class:`~stream.drift.concept.LossDriftDetector` and
+:class:`DriftMonitor` owns a named set of :class:`~stream.drift.concept.LossDriftDetector`,
+:class:`~stream.drift.cusum.CusumDriftDetector` and
 :class:`~stream.drift.data.DistributionDriftDetector` and is what the learner calls; every
 alarm is a :class:`~stream.drift.signals.Signal`, collected until :meth:`DriftMonitor.drain`.
 
@@ -11,8 +12,9 @@ alarm is a :class:`~stream.drift.signals.Signal`, collected until :meth:`DriftMo
 ...     y = rng.random() < (0.137 if i < 40_000 else 0.252)
 ...     monitor.observe_engagement_loss(1.897 if y else 0.1625, i)
 >>> signals = monitor.drain()
->>> sorted({s.detector for s in signals})
-['engagement_logloss_adwin', 'engagement_logloss_kswin', 'engagement_logloss_page_hinkley']
+>>> sorted({s.detector for s in signals})  # doctest: +NORMALIZE_WHITESPACE
+['engagement_logloss_adwin', 'engagement_logloss_cusum', 'engagement_logloss_kswin',
+ 'engagement_logloss_page_hinkley']
 >>> all(40_000 < s.event_index < 60_000 for s in signals), monitor.drain()
 (True, [])
 """
@@ -22,7 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from stream.config import DriftConfig
 from stream.drift.concept import ConceptMethod, LossDriftDetector
+from stream.drift.cusum import CusumDriftDetector
 from stream.drift.data import DataMethod, DistributionDriftDetector
 from stream.drift.signals import Signal
 from stream.drift.stats import DWELL_BUCKETS, CategoryCodes
@@ -30,7 +34,7 @@ from stream.events import EVENT_TYPES
 
 __all__ = ["Detector", "DriftMonitor"]
 
-Detector = LossDriftDetector | DistributionDriftDetector
+Detector = LossDriftDetector | CusumDriftDetector | DistributionDriftDetector
 
 
 class DriftMonitor:
@@ -39,7 +43,8 @@ class DriftMonitor:
     Each ``observe_*`` method forwards one observation to the detectors of its stream and
     keeps any :class:`Signal` until :meth:`drain`. The loss streams are summed into blocks
     once for all their detectors (which must therefore share one ``block_size``), so
-    :meth:`observe_engagement_loss` costs one addition per event whatever the detector count.
+    :meth:`observe_engagement_loss` costs one addition per event whatever the detector count
+    (two with calibrated CUSUMs, which keep blocks of their own size).
 
     >>> from stream.drift.stats import EVENT_TYPE_CODES
     >>> m = DriftMonitor.default(window=1000)
@@ -47,7 +52,7 @@ class DriftMonitor:
     ...     m.observe_event_type(EVENT_TYPE_CODES["click" if i < 2000 else "rating"], i)
     >>> [(s.detector, s.event_index) for s in m.drain()]
     [('event_type_mix_js', 2999)]
-    >>> row = m.snapshot()[5]
+    >>> row = m.snapshot()[6]
     >>> row["name"], row["kind"], row["method"], row["in_drift"], row["n_alarms"]
     ('event_type_mix_js', 'data', 'js', True, 1)
     >>> m.reset("data"); m.detectors["event_type_mix_js"].in_drift
@@ -63,21 +68,24 @@ class DriftMonitor:
         dwell: Iterable[DistributionDriftDetector] = (),
         new_user: Iterable[DistributionDriftDetector] = (),
         genre_codes: CategoryCodes | None = None,
+        engagement_cusum: Iterable[CusumDriftDetector] = (),
     ) -> None:
         self._engagement = tuple(engagement)
+        self._engagement_cusum = tuple(engagement_cusum)
         self._rating = tuple(rating)
         self._event_type = tuple(event_type)
         self._click_genre = tuple(click_genre)
         self._dwell = tuple(dwell)
         self._new_user = tuple(new_user)
         self.detectors: dict[str, Detector] = {}
-        for group in (self._engagement, self._rating, self._event_type, self._click_genre,
-                      self._dwell, self._new_user):
+        for group in (self._engagement, self._engagement_cusum, self._rating,
+                      self._event_type, self._click_genre, self._dwell, self._new_user):
             for d in group:
                 if d.name in self.detectors:
                     raise ValueError(f"duplicate detector name {d.name!r}")
                 self.detectors[d.name] = d
         self._engagement_block = _block_size(self._engagement, "engagement")
+        self._cusum_block = _block_size(self._engagement_cusum, "engagement CUSUM")
         self._rating_block = _block_size(self._rating, "rating")
         sizes = [d.n_categories for d in self._click_genre]
         #: Maps genre names to the codes :meth:`observe_click_genre` expects.
@@ -95,11 +103,15 @@ class DriftMonitor:
         genre_categories: int = 32,
         psi_threshold: float | None = None,
         js_threshold: float | None = None,
+        cusum_block_size: int = 250,
+        cusum_threshold: float = 12.0,
     ) -> DriftMonitor:
-        """The standard set: 5 concept detectors and 4 data detectors.
+        """The standard set: 6 concept detectors and 4 data detectors.
 
-        Concept: ``engagement_logloss_{adwin,page_hinkley,kswin}`` (blocks of ``block_size``)
-        and ``rating_se_{adwin,page_hinkley}`` (blocks of ``rating_block_size``). Data:
+        Concept: ``engagement_logloss_{adwin,page_hinkley,kswin}`` (blocks of ``block_size``),
+        the calibrated ``engagement_logloss_cusum`` (:class:`CusumDriftDetector`, blocks of
+        ``cusum_block_size``, alarm level ``cusum_threshold``) and
+        ``rating_se_{adwin,page_hinkley}`` (blocks of ``rating_block_size``). Data:
         ``event_type_mix_js``, ``click_genre_mix_psi`` (``genre_categories`` codes),
         ``dwell_psi`` (:data:`DWELL_BUCKETS`), ``new_user_share_psi`` (alarms only when the
         share of new users goes up), all over windows of ``window``.
@@ -121,6 +133,11 @@ class DriftMonitor:
                 loss("engagement_logloss_page_hinkley", "page_hinkley", block_size),
                 loss("engagement_logloss_kswin", "kswin", block_size),
             ],
+            engagement_cusum=[
+                CusumDriftDetector(
+                    "engagement_logloss_cusum", cusum_block_size, threshold=cusum_threshold
+                )
+            ],
             rating=[
                 loss("rating_se_adwin", "adwin", rating_block_size),
                 loss("rating_se_page_hinkley", "page_hinkley", rating_block_size),
@@ -131,9 +148,29 @@ class DriftMonitor:
             new_user=[mix("new_user_share_psi", 2, "psi", rising=1)],
         )
 
+    @classmethod
+    def from_config(cls, config: DriftConfig, seed: int = 42) -> DriftMonitor:
+        """:meth:`default` with the sizes and thresholds of a :class:`DriftConfig`.
+
+        >>> cusum = DriftMonitor.from_config(DriftConfig(cusum_threshold=9.0)).detectors[
+        ...     "engagement_logloss_cusum"]
+        >>> cusum.block_size, cusum.threshold
+        (250, 9.0)
+        """
+        return cls.default(
+            seed=seed,
+            block_size=config.block_size,
+            window=config.window,
+            rating_block_size=config.rating_block_size,
+            cusum_block_size=config.cusum_block_size,
+            cusum_threshold=config.cusum_threshold,
+        )
+
     def _reset_blocks(self) -> None:
         self._engagement_sum = 0.0
         self._engagement_n = 0
+        self._cusum_sum = 0.0
+        self._cusum_n = 0
         self._rating_sum = 0.0
         self._rating_n = 0
 
@@ -147,6 +184,13 @@ class DriftMonitor:
             self._engagement_sum = 0.0
             self._engagement_n = 0
             self._feed_blocks(self._engagement, mean, event_index)
+        self._cusum_sum += loss
+        self._cusum_n += 1
+        if self._cusum_n == self._cusum_block:
+            mean = self._cusum_sum / self._cusum_n
+            self._cusum_sum = 0.0
+            self._cusum_n = 0
+            self._feed_blocks(self._engagement_cusum, mean, event_index)
 
     def observe_rating_error(self, sq_err: float, event_index: int) -> None:
         """Squared error of the rating model on one rating, scored before learning."""
@@ -188,7 +232,10 @@ class DriftMonitor:
                 self._signals.append(s)
 
     def _feed_blocks(
-        self, group: tuple[LossDriftDetector, ...], mean: float, event_index: int
+        self,
+        group: tuple[LossDriftDetector, ...] | tuple[CusumDriftDetector, ...],
+        mean: float,
+        event_index: int,
     ) -> None:
         for d in group:
             s = d.update_block(mean, event_index)
@@ -232,7 +279,9 @@ class DriftMonitor:
         return f"DriftMonitor({', '.join(self.detectors)})"
 
 
-def _block_size(group: Sequence[LossDriftDetector], stream: str) -> int:
+def _block_size(
+    group: Sequence[LossDriftDetector] | Sequence[CusumDriftDetector], stream: str
+) -> int:
     sizes = {d.block_size for d in group}
     if len(sizes) > 1:
         raise ValueError(f"the {stream} detectors must share one block_size, got {sorted(sizes)}")

@@ -162,7 +162,10 @@ class FeedbackLearner:
 
     # -- per-type learning (score first, then learn, then tell the observers) -----------------
     def _learn_rating(self, e: RatingEvent, index: int, new_user: bool) -> None:
-        predicted = self.models.learn_rating(e)
+        profiles = self._profiles
+        predicted = self.models.learn_rating(
+            e, profiles.users.get(e.user_id), profiles.items.get(e.item_id)
+        )
         self._interact(e.user_id, e.item_id)
         self.rating_score.update(e.rating, predicted)
         self.naive.score_rating(e.rating)

@@ -9,8 +9,11 @@ with the challenger's on those events.
 >>> window = HoldoutWindow(size=2)
 >>> window.engagement(Engagement(1, False, True, 0.5, 0.7, None))
 >>> window.rating(Rated(2, False, 4.0))
->>> window.losses()
-HoldoutLosses(engagement_logloss_sum=0.5, engagement_n=1, rating_se_sum=4.0, rating_n=1)
+>>> losses = window.losses()
+>>> losses.engagement_logloss_sum, losses.engagement_n, losses.rating_se_sum, losses.rating_n
+(0.5, 1, 4.0, 1)
+>>> losses.engagement_logloss_sq_sum, losses.rating_se_sq_sum  # the spread, for confidence
+(0.25, 16.0)
 >>> window.dwell(Dwelled(3, False, 10.0))  # pushes the engagement loss out
 >>> window.losses().engagement_n
 0
@@ -54,16 +57,18 @@ class HoldoutWindow:
     # -- the champion -----------------------------------------------------------------------
     def losses(self) -> HoldoutLosses:
         """The summed losses over the window (in event order, as the retrainer sums)."""
-        ll_sum = se_sum = 0.0
+        ll_sum = se_sum = ll_sq = se_sq = 0.0
         ll_n = se_n = 0
         for ll, se in self._slots:
             if ll != NO_LOSS:
                 ll_sum += ll
+                ll_sq += ll * ll
                 ll_n += 1
             if se != NO_LOSS:
                 se_sum += se
+                se_sq += se * se
                 se_n += 1
-        return HoldoutLosses(ll_sum, ll_n, se_sum, se_n)
+        return HoldoutLosses(ll_sum, ll_n, se_sum, se_n, ll_sq, se_sq)
 
     def champion(self) -> dict[str, float]:
         """:meth:`losses` as the dict a retrain request carries (HoldoutLosses fields)."""

@@ -38,12 +38,7 @@ class ModelLifecycle:
     def __init__(self, settings: Settings) -> None:
         d = settings.drift
         self.monitor: DriftMonitor | None = (
-            DriftMonitor.default(
-                seed=settings.model.seed,
-                block_size=d.block_size,
-                window=d.window,
-                rating_block_size=d.rating_block_size,
-            )
+            DriftMonitor.from_config(d, seed=settings.model.seed)
             if d.enabled
             else None
         )

@@ -32,7 +32,7 @@ arrived since.
 ...               n_trials=2, champion=None)
 >>> out.trials, out.accepted, out.n_events, (out.first_index, out.last_index)
 (2, True, 1500, (0, 1499))
->>> sorted(out.params)[:3]
+>>> sorted(out.params)[3:6]
 ['bias_learning_rate', 'engagement_learning_rate', 'epochs']
 >>> 0.0 < out.challenger_holdout < 2.0
 True
@@ -52,11 +52,18 @@ from stream.config import Limits, ModelConfig
 from stream.lifecycle.scoring import (
     HoldoutLosses,
     References,
+    improvement_confidence,
     naive_references,
     prequential_losses,
 )
-from stream.lifecycle.search import BATCH_ONLY, WINDOW_SHARES, base_point, suggest_params
-from stream.lifecycle.training import TrainingData, train_window
+from stream.lifecycle.search import (
+    ALS_START,
+    BATCH_ONLY,
+    WINDOW_SHARES,
+    base_point,
+    suggest_params,
+)
+from stream.lifecycle.training import TrainingData, refit_ratings, train_window
 from stream.models import ModelBundle
 
 __all__ = ["RetrainOutcome", "retrain"]
@@ -95,6 +102,8 @@ class RetrainOutcome:
     challenger_losses: HoldoutLosses
     min_improvement: float = 0.0
     trial_values: list[float] = field(default_factory=list)
+    confidence: float | None = None
+    min_confidence: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +114,8 @@ class RetrainOutcome:
             "champion_holdout": self.champion_holdout,
             "accepted": self.accepted,
             "min_improvement": self.min_improvement,
+            "confidence": self.confidence,
+            "min_confidence": self.min_confidence,
             "seconds": self.seconds,
             "first_index": self.first_index,
             "last_index": self.last_index,
@@ -133,6 +144,7 @@ def retrain(
     on_trial: Callable[[int, float, dict[str, Any]], None] | None = None,
     timeout_seconds: float | None = None,
     min_improvement: float = 0.0,
+    min_confidence: float = 0.0,
 ) -> RetrainOutcome:
     """Search hyperparameters, train the challenger and compare it with the champion.
 
@@ -140,11 +152,13 @@ def retrain(
     the models), ``limits`` the rating scale and dwell cap. ``champion`` holds the live
     model's prequential losses on the last ``holdout`` events (None: no champion, the
     challenger is accepted). The challenger is accepted when its hold-out quality is below
-    ``champion * (1 - min_improvement)``. ``on_trial(number, value, params)`` is called
-    after each trial. The first trial is ``base`` learned as the live model learns (every
-    event once; skipped when ``base`` lies outside the search space). ``timeout_seconds``
-    stops the search after the running trial (the result then depends on machine speed, so
-    it is no longer deterministic).
+    ``champion * (1 - min_improvement)`` and the hold-out is at least ``min_confidence`` sure
+    of it (:func:`~stream.lifecycle.scoring.improvement_confidence`; reported either way,
+    and not required when the champion's losses carry no spread). ``on_trial(number, value,
+    params)`` is called after each trial. The first trial is ``base`` learned as the live
+    model learns (every event once; skipped when ``base`` lies outside the search space).
+    ``timeout_seconds`` stops the search after the running trial (the result then depends
+    on machine speed, so it is no longer deterministic).
 
     Raises ValueError when the events cannot be split (training shorter than validation) or
     a window has nothing to score, RuntimeError when every trial diverged.
@@ -156,6 +170,8 @@ def retrain(
         raise ValueError(f"n_trials must be positive, got {n_trials}")
     if not 0.0 <= min_improvement < 1.0:
         raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement}")
+    if not 0.0 <= min_confidence < 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
     events, users, items = data.events, data.users, data.items
     n = len(events)
     n_train = n - holdout - validation
@@ -191,9 +207,7 @@ def retrain(
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial)
         bundle = fresh(params)
-        train_window(
-            bundle, train, users, items, params["window"], params["epochs"], params["older"]
-        )
+        _train(bundle, train, data, params)
         value = prequential_losses(bundle, valid, users, items).quality(valid_refs)
         if not math.isfinite(value):  # a diverged model: worst, but not a failed trial
             value = math.inf
@@ -208,15 +222,19 @@ def retrain(
     study = optuna.create_study(direction="minimize", sampler=sampler)
     # Warm start: the first trial is the base configuration learned the way the live model
     # learns (everything once), so the search starts from the champion's own settings.
-    # The second refines it with more passes, which is where most of a batch model's edge
-    # over its online twin comes from (the search explores from there).
+    # The next refine it in batch (the rating model's least-squares refit, more passes),
+    # which is where a batch model's edge over its online twin comes from (the search
+    # explores from there).
     start_point = base_point(base)
     if start_point is not None:
         study.enqueue_trial(start_point)
-        study.enqueue_trial({**start_point, "epochs": 2})
+        study.enqueue_trial({**start_point, **ALS_START})
+        study.enqueue_trial({**start_point, **ALS_START, "epochs": 2})
         # After a drift the old history misleads: try recent windows early too.
         for share in WINDOW_SHARES[:2]:
-            study.enqueue_trial({**start_point, "epochs": 2, "window": share, "older": "ratings"})
+            study.enqueue_trial(
+                {**start_point, **ALS_START, "epochs": 2, "window": share, "older": "ratings"}
+            )
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done or not math.isfinite(study.best_value):
@@ -225,13 +243,27 @@ def retrain(
     params = {k: best.params[k] for k in sorted(best.params)}
 
     bundle = fresh(params)
-    start = train_window(
-        bundle, history, users, items, params["window"], params["epochs"], params["older"]
-    )
+    start = _train(bundle, history, data, params)
     challenger = prequential_losses(bundle, hold, users, items)  # learns the hold-out too
     challenger_q = challenger.quality(hold_refs)
     champion_q = champion.quality(hold_refs) if champion is not None else None
-    accepted = champion_q is None or challenger_q < champion_q * (1.0 - min_improvement)
+    confidence = (
+        improvement_confidence(challenger, champion, hold_refs) if champion is not None else None
+    )
+    accepted = champion_q is None or (
+        challenger_q < champion_q * (1.0 - min_improvement)
+        and (confidence is None or confidence >= min_confidence)
+    )
+    if params["als_iterations"]:
+        # The hold-out was learned online while it was scored; now that it is judged, the
+        # batch refit takes it in too, so the new model is batch-fit on all its history.
+        refit_ratings(
+            bundle,
+            events[start:] if params["older"] == "skip" else events,
+            params["als_iterations"],
+            params["als_reg_factors"],
+            params["als_reg_bias"],
+        )
 
     first = data.first_index
     return RetrainOutcome(
@@ -256,4 +288,25 @@ def retrain(
         challenger_losses=challenger,
         min_improvement=min_improvement,
         trial_values=[float(t.value) for t in done if t.value is not None],
+        confidence=confidence,
+        min_confidence=min_confidence,
+    )
+
+
+def _train(
+    bundle: ModelBundle, history: list[Any], data: TrainingData, params: dict[str, Any]
+) -> int:
+    """Learn ``history`` (with the profiles of ``data``) the way the search point ``params``
+    says; return the window start."""
+    return train_window(
+        bundle,
+        history,
+        data.users,
+        data.items,
+        params["window"],
+        params["epochs"],
+        params["older"],
+        als_iterations=params["als_iterations"],
+        als_reg_factors=params["als_reg_factors"],
+        als_reg_bias=params["als_reg_bias"],
     )

@@ -20,6 +20,7 @@ from stream.models import ModelBundle
 
 __all__ = [
     "HoldoutLosses",
+    "improvement_confidence",
     "References",
     "naive_references",
     "prequential_losses",
@@ -45,13 +46,17 @@ class HoldoutLosses:
     """Summed prequential losses of one model over a window.
 
     ``engagement_*`` covers click and impression events (log loss of the click
-    probability), ``rating_*`` rating events (squared error of the predicted rating).
+    probability), ``rating_*`` rating events (squared error of the predicted rating). The
+    sums of squares give the spread of the per-event losses, hence the confidence of a
+    comparison (:func:`improvement_confidence`); 0.0 when unknown (older requests).
     """
 
     engagement_logloss_sum: float
     engagement_n: int
     rating_se_sum: float
     rating_n: int
+    engagement_logloss_sq_sum: float = 0.0
+    rating_se_sq_sum: float = 0.0
 
     def quality(self, refs: References) -> float:
         """:func:`quality_loss` of these losses against ``refs``."""
@@ -62,7 +67,6 @@ class HoldoutLosses:
             self.rating_n,
             refs,
         )
-
 
 
 def quality_loss(
@@ -97,6 +101,60 @@ def quality_loss(
             "no quality term available: the window has no scored click/impression or rating"
         )
     return sum(terms) / len(terms)
+
+
+def _quality_variance(losses: HoldoutLosses, refs: References) -> float | None:
+    """Variance of ``losses.quality(refs)`` from the spread of the per-event losses (delta
+    method for the RMSE term); None when the squared sums are unknown."""
+    terms: list[float] = []
+    n, total = losses.engagement_n, losses.engagement_logloss_sum
+    sq = losses.engagement_logloss_sq_sum
+    if n > 0 and refs.logloss:
+        if sq <= 0.0:
+            return None
+        mean = total / n
+        terms.append(max(sq / n - mean * mean, 0.0) / n / refs.logloss**2)
+    n, total, sq = losses.rating_n, losses.rating_se_sum, losses.rating_se_sq_sum
+    if n > 0 and refs.rmse:
+        if sq <= 0.0:
+            return None
+        mse = total / n
+        var_mse = max(sq / n - mse * mse, 0.0) / n
+        terms.append(var_mse / (4.0 * mse) / refs.rmse**2 if mse > 0 else 0.0)
+    if not terms:
+        return None
+    return sum(terms) / len(terms) ** 2
+
+
+def improvement_confidence(
+    challenger: HoldoutLosses, champion: HoldoutLosses, refs: References
+) -> float | None:
+    """How sure the hold-out is that the challenger's quality loss is below the champion's.
+
+    A normal approximation of the difference of the two quality losses, whose variances
+    come from the spread of each model's per-event losses. The two models are scored on the
+    same events, so their losses are positively correlated and the true variance of the
+    difference is smaller: treating them as independent makes this confidence conservative
+    (it understates a real improvement, never overstates it). None when a side lacks its
+    squared sums.
+
+    >>> refs = References(logloss=0.5, rmse=None)
+    >>> champ = HoldoutLosses(4000.0, 10_000, 0.0, 0, engagement_logloss_sq_sum=3000.0)
+    >>> better = HoldoutLosses(3800.0, 10_000, 0.0, 0, engagement_logloss_sq_sum=2800.0)
+    >>> improvement_confidence(better, champ, refs) > 0.999
+    True
+    >>> round(improvement_confidence(champ, champ, refs), 3)
+    0.5
+    """
+    var_a = _quality_variance(challenger, refs)
+    var_b = _quality_variance(champion, refs)
+    if var_a is None or var_b is None:
+        return None
+    diff = champion.quality(refs) - challenger.quality(refs)
+    spread = math.sqrt(var_a + var_b)
+    if spread == 0.0:
+        return 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
+    return 0.5 * (1.0 + math.erf(diff / spread / math.sqrt(2.0)))
 
 
 def naive_references(
@@ -144,6 +202,7 @@ def prequential_losses(
     champion's :class:`HoldoutLosses`.
     """
     clicks, ratings = BinaryScore(), RegressionScore()
+    ll_sq = se_sq = 0.0
     learn = bundle.learn
     for e in events:
         pred = learn(e, users, items, True)
@@ -151,6 +210,11 @@ def prequential_losses(
             continue
         if isinstance(e, RatingEvent):
             ratings.update(e.rating, pred)
+            se = (e.rating - pred) ** 2
+            se_sq += se * se
         else:
-            clicks.update(isinstance(e, ClickEvent), pred)
-    return HoldoutLosses(clicks.logloss_sum, clicks.n, ratings.squared_error_sum, ratings.n)
+            loss = clicks.update(isinstance(e, ClickEvent), pred)
+            ll_sq += loss * loss
+    return HoldoutLosses(
+        clicks.logloss_sum, clicks.n, ratings.squared_error_sum, ratings.n, ll_sq, se_sq
+    )

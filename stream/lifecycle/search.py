@@ -1,8 +1,11 @@
 """The hyperparameter search space of a retrain (sampled by a seeded Optuna TPE study).
 
-Besides the :class:`~stream.config.ModelConfig` fields, three batch-only knobs: ``window``,
-the share of the most recent training history learned ``epochs`` times, and ``older``,
-what is learned once first from the history before that window.
+Besides the :class:`~stream.config.ModelConfig` fields (which the model keeps using online
+after a swap), batch-only knobs: ``window``, the share of the most recent training history
+learned ``epochs`` times by SGD, ``older``, what is learned once first from the history
+before that window, and the rating model's batch refit (``als_iterations`` rounds of
+alternating least squares with penalties ``als_reg_factors`` and ``als_reg_bias``, see
+:func:`stream.models.rating_batch.fit_biased_als`; 0 rounds: SGD only).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import optuna
 from stream.config import ModelConfig
 
 __all__ = [
+    "ALS_ITERATIONS",
+    "ALS_RANGES",
+    "ALS_START",
     "BATCH_ONLY",
     "EPOCHS",
     "FACTORS",
@@ -40,7 +46,17 @@ LOG_RANGES: dict[str, tuple[float, float]] = {
     "implicit_learning_rate": (0.01, 0.5),
     "engagement_learning_rate": (0.005, 0.5),
 }
-BATCH_ONLY = ("window", "epochs", "older")
+ALS_ITERATIONS: tuple[int, ...] = (0, 4, 8)
+"""Rounds of the rating model's batch refit (0: none, SGD passes only)."""
+ALS_RANGES: dict[str, tuple[float, float]] = {
+    "als_reg_factors": (1.0, 50.0),
+    "als_reg_bias": (0.3, 20.0),
+}
+# The refit a search starts from (measured on MovieLens-100K in timestamp order).
+ALS_START: dict[str, Any] = {"als_iterations": 4, "als_reg_factors": 10.0, "als_reg_bias": 2.0}
+# Penalties of a point without refit (ignored there, but every point names every knob).
+ALS_RANGES_LOW: dict[str, float] = {name: low for name, (low, _) in ALS_RANGES.items()}
+BATCH_ONLY = ("window", "epochs", "older", "als_iterations", *ALS_RANGES)
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -61,6 +77,11 @@ def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
         "epochs": trial.suggest_categorical("epochs", EPOCHS),
         "window": trial.suggest_categorical("window", WINDOW_SHARES),
         "older": trial.suggest_categorical("older", OLDER),
+        "als_iterations": trial.suggest_categorical("als_iterations", ALS_ITERATIONS),
+        **{
+            name: trial.suggest_float(name, low, high, log=True)
+            for name, (low, high) in ALS_RANGES.items()
+        },
     }
 
 
@@ -74,6 +95,5 @@ def base_point(base: ModelConfig) -> dict[str, Any] | None:
         if not low <= value <= high:
             return None
         point[name] = value
-    point.update(epochs=1, window=1.0, older="once")
+    point.update(epochs=1, window=1.0, older="once", als_iterations=0, **ALS_RANGES_LOW)
     return point
-

@@ -1,7 +1,9 @@
 """What a retrain learns from and how a fresh bundle learns it.
 
 :class:`TrainingData` is the admitted history in the learner's formats; :func:`train_window`
-learns it the way a search point says (see :func:`stream.lifecycle.search.suggest_params`).
+learns it the way a search point says (see :func:`stream.lifecycle.search.suggest_params`):
+SGD passes as the live model learns, then the rating model's batch refit
+(:func:`refit_ratings`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any, cast
 
 from stream.events import Event, InteractionEvent, Profiles, RatingEvent
 from stream.models import EngagementModel, ModelBundle
+from stream.models.rating_batch import fit_biased_als
 
-__all__ = ["TrainingData", "train_window"]
+__all__ = ["TrainingData", "refit_ratings", "train_window"]
 
 
 @dataclass
@@ -81,6 +84,10 @@ def train_window(
     window: float,
     epochs: int,
     older: str = "skip",
+    *,
+    als_iterations: int = 0,
+    als_reg_factors: float = 1.0,
+    als_reg_bias: float = 1.0,
 ) -> int:
     """Learn the last ``window`` share of ``history`` ``epochs`` times; return its start.
 
@@ -88,7 +95,9 @@ def train_window(
     :func:`~stream.lifecycle.search.suggest_params`). The click model learns in the first
     pass only: it takes the implicit model's score as a feature, and after a pass that score
     has seen the event, so later passes would teach the click model to over-trust it (a
-    stacking leak). The extra passes refine the rating and implicit factor models.
+    stacking leak). The extra passes refine the rating and implicit factor models. Then,
+    with ``als_iterations``, the rating model is refit in batch on every rating it learned
+    (:func:`refit_ratings`), warm-started from where the passes left it.
     """
     start = _window_start(len(history), window)
     part = history[start:]
@@ -111,4 +120,29 @@ def train_window(
                     learn(e, users, items, False)
         finally:
             bundle.engagement = engagement
+    if als_iterations:
+        learned = part if older == "skip" else history
+        refit_ratings(bundle, learned, als_iterations, als_reg_factors, als_reg_bias)
     return start
+
+
+def refit_ratings(
+    bundle: ModelBundle,
+    events: Iterable[InteractionEvent],
+    iterations: int,
+    reg_factors: float,
+    reg_bias: float,
+) -> int:
+    """Refit the rating model on the rating events among ``events`` by alternating least
+    squares (:func:`~stream.models.rating_batch.fit_biased_als`); return how many."""
+    ratings = [e for e in events if isinstance(e, RatingEvent)]
+    fit_biased_als(
+        bundle.rating,
+        [e.user_id for e in ratings],
+        [e.item_id for e in ratings],
+        [e.rating for e in ratings],
+        iterations=iterations,
+        reg_factors=reg_factors,
+        reg_bias=reg_bias,
+    )
+    return len(ratings)

@@ -64,9 +64,18 @@ class ModelBundle:
         )
 
     # -- one method per interaction type: the caller has dispatched on the type already --
-    def learn_rating(self, e: RatingEvent) -> float:
-        """Learn a rating; return the rating predicted before learning."""
-        return self.rating.update(e.user_id, e.item_id, e.rating)
+    def learn_rating(
+        self,
+        e: RatingEvent,
+        user: Mapping[str, Any] | None = None,
+        item: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Learn a rating given the user's and item's profiles (None: unknown; they start
+        a new user or item from its cold-start prior); return the rating predicted before
+        learning."""
+        return self.rating.update(
+            e.user_id, e.item_id, e.rating, user_profile=user, item_profile=item
+        )
 
     def learn_engagement(
         self,
@@ -83,7 +92,9 @@ class ModelBundle:
         """
         # A click is a positive; an impression without click a weak implicit negative.
         target, weight = (1.0, 1.0) if clicked else (0.0, self.config.negative_weight)
-        cf = self.implicit.update(e.user_id, e.item_id, target, weight)
+        cf = self.implicit.update(
+            e.user_id, e.item_id, target, weight, user_profile=user, item_profile=item
+        )
         x = self.engagement.features(user, item, e.context)
         # Stacking: the implicit model's pre-learning score is a feature, so the click
         # model combines per-user taste with demographics, content and context.
@@ -111,7 +122,8 @@ class ModelBundle:
         """
         kind = type(event)
         if kind is RatingEvent:
-            return self.learn_rating(cast(RatingEvent, event))
+            r = cast(RatingEvent, event)
+            return self.learn_rating(r, users.get(r.user_id), items.get(r.item_id))
         if kind is ClickEvent or kind is ImpressionEvent:
             e = cast(ClickEvent | ImpressionEvent, event)
             user, item = users.get(e.user_id), items.get(e.item_id)

@@ -32,20 +32,12 @@ from river import linear_model, optim
 
 from stream.config import ModelConfig
 from stream.events import Context
+from stream.models.cold_start import AGE_BANDS as _AGE_BANDS
 
 __all__ = ["EngagementModel"]
 
-
-def _age_band(age: int) -> str:
-    if age < 18:
-        return "under18"
-    if age >= 60:
-        return "60+"
-    return f"{age // 10 * 10}s"
-
-
-# Lookup tables: a feature name costs one index, not a format, per event.
-_AGE_BANDS: tuple[str, ...] = tuple(_age_band(a) for a in range(121))
+# Lookup tables: a feature name costs one index, not a format, per event. The age bands are
+# the ones cold start segments users by.
 _PARTS_OF_DAY: tuple[str, ...] = (
     ("hour=night",) * 6 + ("hour=morning",) * 6 + ("hour=afternoon",) * 6 + ("hour=evening",) * 6
 )

@@ -19,11 +19,17 @@ so replaying the same stream rebuilds the same model bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from stream.models.cold_start import Priors, item_keys, user_keys
+
 __all__ = ["CHUNK", "FactorModel", "FactorTable", "step_pair"]
+
+# user_keys or item_keys: the cold-start keys of a profile.
+KeysOf = Callable[[Mapping[str, Any] | None], tuple[str, ...]]
 
 CHUNK = 1024
 """Rows of initial vectors drawn at once (and the initial capacity of a table)."""
@@ -52,6 +58,9 @@ class FactorTable:
         self.ids: list[str] = []
         self.vectors: np.ndarray = np.zeros((CHUNK, factors))
         self.biases: np.ndarray = np.zeros(CHUNK)
+        # Updates per row, for cold start (warm rows are the ones with a few); a list
+        # because a list increment is the cheapest per-event write.
+        self.counts: list[int] = []
 
     @property
     def n(self) -> int:
@@ -67,6 +76,7 @@ class FactorTable:
             self.vectors[row : row + CHUNK] = self._chunk(row // CHUNK)
         self.index[id_] = row
         self.ids.append(id_)
+        self.counts.append(0)
         return row
 
     def _chunk(self, number: int) -> np.ndarray:
@@ -88,6 +98,7 @@ class FactorTable:
             (self.factors, self.init_scale, self.seed, self.stream)
             == (other.factors, other.init_scale, other.seed, other.stream)
             and self.ids == other.ids
+            and self.counts == other.counts
             and np.array_equal(self.vectors[:n], other.vectors[:n])
             and np.array_equal(self.biases[:n], other.biases[:n])
         )
@@ -105,6 +116,8 @@ class FactorTable:
         used_vectors, used_biases = state.pop("vectors"), state.pop("biases")
         self.__dict__.update(state)
         n = len(self.ids)
+        if "counts" not in state:  # pickled before rows counted their updates
+            self.counts = [0] * n
         self.index = {id_: row for row, id_ in enumerate(self.ids)}
         capacity = CHUNK
         while capacity < n:
@@ -120,10 +133,15 @@ class FactorTable:
 
 class FactorModel:
     """What the factorization models share: a user and an item :class:`FactorTable`
-    (``_users``, ``_items``) and equality by state (``state_equal``)."""
+    (``_users``, ``_items``), optional cold-start priors for each (``_user_priors``,
+    ``_item_priors``, see :mod:`stream.models.cold_start`) and equality by state
+    (``state_equal``)."""
 
     _users: FactorTable
     _items: FactorTable
+    # Class-level defaults: models pickled before cold start existed load with it off.
+    _user_priors: Priors | None = None
+    _item_priors: Priors | None = None
 
     @property
     def n_users(self) -> int:
@@ -133,27 +151,109 @@ class FactorModel:
     def n_items(self) -> int:
         return len(self._items.ids)
 
+    @property
+    def cold_start(self) -> bool:
+        return self._user_priors is not None
+
     def has_user(self, user_id: str) -> bool:
         return user_id in self._users.index
 
     def has_item(self, item_id: str) -> bool:
         return item_id in self._items.index
 
-    def _rows(self, user_id: str, item_id: str) -> tuple[int, int, bool]:
-        """Rows of the pair, added if new, and whether both were known before.
+    def _init_cold_start(
+        self, enabled: bool, min_updates: int, refresh_every: int, shrinkage: float
+    ) -> None:
+        if enabled:
+            self._user_priors = Priors(min_updates, refresh_every, shrinkage)
+            self._item_priors = Priors(min_updates, refresh_every, shrinkage)
 
-        A pair with a new id is reported as prediction saw it (zero factors), but learns
-        from its drawn start vectors.
+    def _rows(
+        self,
+        user_id: str,
+        item_id: str,
+        user_profile: Mapping[str, Any] | None = None,
+        item_profile: Mapping[str, Any] | None = None,
+    ) -> tuple[int, int, bool]:
+        """Rows of the pair, added if new, and whether both have informed vectors.
+
+        A row is informed when it was known before or, with cold start and a profile,
+        started from the prior of its profile (as prediction with that profile would have
+        used it). A pair with an uninformed row is reported as prediction without profiles
+        saw it (zero factors), but learns from its drawn start vectors.
         """
         users, items = self._users, self._items
         u = users.index.get(user_id)
         i = items.index.get(item_id)
-        known = u is not None and i is not None
+        informed = True
         if u is None:
             u = users.add(user_id)
+            informed = self._start_row(users, self._user_priors, u, user_keys, user_profile)
         if i is None:
             i = items.add(item_id)
-        return u, i, known
+            informed = (
+                self._start_row(items, self._item_priors, i, item_keys, item_profile) and informed
+            )
+        return u, i, informed
+
+    @staticmethod
+    def _start_row(
+        table: FactorTable,
+        priors: Priors | None,
+        row: int,
+        keys_of: KeysOf,
+        profile: Mapping[str, Any] | None,
+    ) -> bool:
+        """Give a new row the cold-start prior of its profile; whether it had one. Without a
+        profile it keeps its drawn start vector, as before cold start existed."""
+        if priors is None or profile is None:
+            return False
+        keys = keys_of(profile)
+        priors.add_row(row, keys)
+        prior = priors.prior(keys)
+        if prior is None:
+            return False
+        table.biases[row], table.vectors[row] = prior
+        return True
+
+    @staticmethod
+    def _lookup(
+        table: FactorTable,
+        priors: Priors | None,
+        id_: str,
+        keys_of: KeysOf,
+        profile: Mapping[str, Any] | None,
+    ) -> tuple[float, np.ndarray] | None:
+        """(bias, vector) of a known id; for an unknown one, with cold start and a profile,
+        the prior of the profile; else None (zero bias and factors). Reads only: never adds
+        a row, and an unknown id without a profile predicts exactly as serving does."""
+        row = table.index.get(id_)
+        if row is not None:
+            return table.biases.item(row), table.vectors[row]
+        if priors is None or profile is None:
+            return None
+        return priors.prior(keys_of(profile))
+
+    def _refresh_priors(self, updates: int) -> None:
+        """Recompute the cold-start means after the model's ``updates``-th update (the
+        models call this when ``updates`` reaches ``_user_priors.next_refresh``)."""
+        up, ip = self._user_priors, self._item_priors
+        assert up is not None and ip is not None  # both or neither
+        up.refresh(self._users, updates)
+        ip.refresh(self._items, updates)
+
+    def _priors_equal(self, other: FactorModel) -> bool:
+        pairs = (
+            (self._user_priors, other._user_priors),
+            (self._item_priors, other._item_priors),
+        )
+        for mine, theirs in pairs:
+            if mine is None or theirs is None:
+                if mine is not theirs:
+                    return False
+            elif not mine.state_equal(theirs):
+                return False
+        return True
 
     def state_equal(self, other: object) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError

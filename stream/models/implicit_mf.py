@@ -25,12 +25,14 @@ bit-identical and scoring never adds users or items.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from math import exp
 from typing import Any
 
 import numpy as np
 
 from stream.config import ModelConfig
+from stream.models.cold_start import item_keys, user_keys
 from stream.models.factors import FactorModel, FactorTable, step_pair
 
 __all__ = ["ImplicitMF", "top_rows"]
@@ -97,6 +99,10 @@ class ImplicitMF(FactorModel):
         regularization: float = 0.01,
         init_scale: float = 0.1,
         seed: int = 42,
+        cold_start: bool = False,
+        cold_start_min_updates: int = 3,
+        cold_start_refresh_every: int = 200,
+        cold_start_shrinkage: float = 20.0,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -107,6 +113,9 @@ class ImplicitMF(FactorModel):
         # Streams 2 and 3 keep these start vectors apart from OnlineMF's (streams 0, 1).
         self._users = FactorTable(factors, init_scale, seed, stream=2)
         self._items = FactorTable(factors, init_scale, seed, stream=3)
+        self._init_cold_start(
+            cold_start, cold_start_min_updates, cold_start_refresh_every, cold_start_shrinkage
+        )
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> ImplicitMF:
@@ -116,41 +125,68 @@ class ImplicitMF(FactorModel):
             regularization=cfg.implicit_regularization,
             init_scale=cfg.init_scale,
             seed=cfg.seed,
+            cold_start=cfg.cold_start,
+            cold_start_min_updates=cfg.cold_start_min_updates,
+            cold_start_refresh_every=cfg.cold_start_refresh_every,
+            cold_start_shrinkage=cfg.cold_start_shrinkage,
         )
 
-    def score(self, user_id: str, item_id: str) -> float:
-        """Preference in (0, 1); unknown ids count as zero bias and factors (no state added)."""
-        users, items = self._users, self._items
-        i = items.index.get(item_id)
-        if i is None:
+    def score(
+        self,
+        user_id: str,
+        item_id: str,
+        *,
+        user_profile: Mapping[str, Any] | None = None,
+        item_profile: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Preference in (0, 1), no state added. Unknown ids count as zero bias and factors,
+        or, with cold start and a profile, as the prior the profile gives them."""
+        item = self._lookup(self._items, self._item_priors, item_id, item_keys, item_profile)
+        user = self._lookup(self._users, self._user_priors, user_id, user_keys, user_profile)
+        if item is None:
             return 0.5
-        x = items.biases.item(i)
-        u = users.index.get(user_id)
-        if u is not None:
-            x += float(users.vectors[u].dot(items.vectors[i]))
+        x = item[0]
+        if user is not None:
+            x += float(user[1].dot(item[1]))
         return _sigmoid(x)
 
-    def update(self, user_id: str, item_id: str, target: float, weight: float = 1.0) -> float:
-        """Return the score before learning, then take one weighted logistic-loss SGD step.
+    def update(
+        self,
+        user_id: str,
+        item_id: str,
+        target: float,
+        weight: float = 1.0,
+        *,
+        user_profile: Mapping[str, Any] | None = None,
+        item_profile: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Return the score before learning (what :meth:`score` with the same profiles
+        returns), then take one weighted logistic-loss SGD step.
 
         ``target`` is 1.0 for a positive and 0.0 for a negative (values in between work as
-        soft labels); ``weight`` scales the loss gradient, not the L2 penalty.
+        soft labels); ``weight`` scales the loss gradient, not the L2 penalty. The profiles
+        matter only with cold start, for an id the model has not seen yet.
         """
         users, items = self._users, self._items
-        u, i, known = self._rows(user_id, item_id)
+        u, i, informed = self._rows(user_id, item_id, user_profile, item_profile)
         pu = users.vectors[u]  # views: the in-place ops below write the model
         qi = items.vectors[i]
         bi_arr = items.biases
         bi = bi_arr.item(i)
         s = _sigmoid(bi + float(pu.dot(qi)))
-        self.n_updates += 1
+        n = self.n_updates = self.n_updates + 1
 
         g = (s - target) * weight  # d(weighted log loss)/d(logit)
         lr = self.learning_rate
         reg = self.regularization
         bi_arr[i] = bi - lr * (g + reg * bi)
         step_pair(pu, qi, -lr * g, 1.0 - lr * reg)
-        return s if known else _sigmoid(bi)
+        users.counts[u] += 1
+        items.counts[i] += 1
+        up = self._user_priors
+        if up is not None and n >= up.next_refresh:
+            self._refresh_priors(n)
+        return s if informed else _sigmoid(bi)
 
     def _logits(self, user_id: str) -> np.ndarray:
         """Logits of every known item for a user (a fresh array); item bias if unknown user."""
@@ -199,6 +235,7 @@ class ImplicitMF(FactorModel):
             and self.n_updates == other.n_updates
             and self._users.state_equal(other._users)
             and self._items.state_equal(other._items)
+            and self._priors_equal(other)
         )
 
     def _settings(self) -> tuple[Any, ...]:

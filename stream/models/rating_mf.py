@@ -19,14 +19,17 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from stream.config import ModelConfig
+from stream.models.cold_start import item_keys, user_keys
 from stream.models.factors import CHUNK, FactorModel, FactorTable, step_pair
 
 # CHUNK, FactorModel and FactorTable stay importable from here: checkpoints pickled before
 # they moved to stream.models.factors name them by this module.
 __all__ = ["CHUNK", "FactorModel", "FactorTable", "OnlineMF"]
+
 
 class OnlineMF(FactorModel):
     """Biased matrix factorization learned online by SGD, one rating at a time.
@@ -70,6 +73,10 @@ class OnlineMF(FactorModel):
         seed: int = 42,
         rating_min: float | None = None,
         rating_max: float | None = None,
+        cold_start: bool = False,
+        cold_start_min_updates: int = 3,
+        cold_start_refresh_every: int = 200,
+        cold_start_shrinkage: float = 20.0,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -83,6 +90,9 @@ class OnlineMF(FactorModel):
         self.n_ratings = 0
         self._users = FactorTable(factors, init_scale, seed, stream=0)
         self._items = FactorTable(factors, init_scale, seed, stream=1)
+        self._init_cold_start(
+            cold_start, cold_start_min_updates, cold_start_refresh_every, cold_start_shrinkage
+        )
 
     @classmethod
     def from_config(
@@ -101,6 +111,10 @@ class OnlineMF(FactorModel):
             seed=cfg.seed,
             rating_min=rating_min,
             rating_max=rating_max,
+            cold_start=cfg.cold_start,
+            cold_start_min_updates=cfg.cold_start_min_updates,
+            cold_start_refresh_every=cfg.cold_start_refresh_every,
+            cold_start_shrinkage=cfg.cold_start_shrinkage,
         )
 
     def _clip(self, y: float) -> float:
@@ -110,24 +124,41 @@ class OnlineMF(FactorModel):
             return self.rating_max
         return y
 
-    def predict(self, user_id: str, item_id: str) -> float:
-        """Predicted rating; unknown ids count as zero bias and zero factors (no state added)."""
-        users, items = self._users, self._items
-        u = users.index.get(user_id)
-        i = items.index.get(item_id)
+    def predict(
+        self,
+        user_id: str,
+        item_id: str,
+        *,
+        user_profile: Mapping[str, Any] | None = None,
+        item_profile: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Predicted rating (no state added). An unknown id counts as zero bias and zero
+        factors, or, with cold start and a profile, as the prior its profile gives it."""
+        user = self._lookup(self._users, self._user_priors, user_id, user_keys, user_profile)
+        item = self._lookup(self._items, self._item_priors, item_id, item_keys, item_profile)
         y = self.global_mean
-        if u is not None:
-            y += users.biases.item(u)
-        if i is not None:
-            y += items.biases.item(i)
-            if u is not None:
-                y += float(users.vectors[u].dot(items.vectors[i]))
+        if user is not None:
+            y += user[0]
+        if item is not None:
+            y += item[0]
+            if user is not None:
+                y += float(user[1].dot(item[1]))
         return self._clip(y)
 
-    def update(self, user_id: str, item_id: str, rating: float) -> float:
-        """Return the prediction made before learning, then learn ``rating`` (one SGD step)."""
+    def update(
+        self,
+        user_id: str,
+        item_id: str,
+        rating: float,
+        *,
+        user_profile: Mapping[str, Any] | None = None,
+        item_profile: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Return the prediction made before learning (what :meth:`predict` with the same
+        profiles returns), then learn ``rating`` (one SGD step). The profiles matter only
+        with cold start, for an id the model has not seen yet."""
         users, items = self._users, self._items
-        u, i, known = self._rows(user_id, item_id)
+        u, i, informed = self._rows(user_id, item_id, user_profile, item_profile)
         pu = users.vectors[u]  # views: the in-place ops below write the model
         qi = items.vectors[i]
         bu_arr, bi_arr = users.biases, items.biases
@@ -136,12 +167,12 @@ class OnlineMF(FactorModel):
         dot = float(pu.dot(qi))
         old_mean = self.global_mean
         predicted = old_mean + bu + bi  # same summation order as predict(): same float
-        if known:
+        if informed:
             predicted += dot
         personal = bu + bi + dot
 
-        self.n_ratings += 1
-        mean = old_mean + (rating - old_mean) / self.n_ratings
+        n = self.n_ratings = self.n_ratings + 1
+        mean = old_mean + (rating - old_mean) / n
         self.global_mean = mean
         # The error is taken against the updated mean (as River's BiasedMF does), so the
         # biases learn residuals and do not soak up the early drift of the mean.
@@ -153,6 +184,11 @@ class OnlineMF(FactorModel):
         bi_arr[i] = bi + blr * (err - reg * bi)
         lr = self.learning_rate
         step_pair(pu, qi, lr * err, 1.0 - lr * reg)
+        users.counts[u] += 1
+        items.counts[i] += 1
+        up = self._user_priors
+        if up is not None and n >= up.next_refresh:
+            self._refresh_priors(n)
         return self._clip(predicted)
 
     def state_equal(self, other: object) -> bool:
@@ -165,6 +201,7 @@ class OnlineMF(FactorModel):
             and self.n_ratings == other.n_ratings
             and self._users.state_equal(other._users)
             and self._items.state_equal(other._items)
+            and self._priors_equal(other)
         )
 
     def _settings(self) -> tuple[Any, ...]:
