@@ -76,7 +76,8 @@ def simulate(
     metrics_port: Annotated[
         int,
         typer.Option(
-            "--metrics-port", help="Closed loop: Prometheus /metrics port of the loop's "
+            "--metrics-port",
+            help="Closed loop: Prometheus /metrics port of the loop's "
             "ground truth (0 = any free port).",
         ),
     ] = 9110,

@@ -63,7 +63,9 @@ def _start_retrainer(cfg: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "cli.app", "retrainer", "--metrics-port", "0"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -153,7 +155,8 @@ def demo(
     events: Annotated[
         int | None,
         typer.Option(
-            "--events", min=1,
+            "--events",
+            min=1,
             help="Interaction events [default: 100000; with --drift-at, drift-at + 200000; "
             "closed loop: 150000, with --drift-at, drift-at + 150000].",
         ),
@@ -328,21 +331,81 @@ def evaluate(
     dead_letters: Annotated[
         Path | None, typer.Option(help="Write rejected records here as JSONL.")
     ] = None,
+    retrain_every: Annotated[
+        int | None,
+        typer.Option(min=1, help="Batch-retrain after every N messages and swap if accepted."),
+    ] = None,
+    retrain_on_drift: Annotated[
+        bool, typer.Option(help="Batch-retrain when the drift policy decides, as the loop does.")
+    ] = False,
+    freeze_at: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Batch-train once after N messages, then only score (frozen reference)."
+        ),
+    ] = None,
+    holdout_events: Annotated[
+        int | None, typer.Option(min=100, help="Retrain hold-out window (default: config).")
+    ] = None,
+    validation_events: Annotated[
+        int | None, typer.Option(min=100, help="Retrain validation window (default: config).")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Retrain search trials (default: config).")
+    ] = None,
 ) -> None:
-    """Run the consumer's model code over a file, no broker: offline prequential scores."""
+    """Run the consumer's model code over a file, no broker: offline prequential scores.
+
+    With --retrain-every, --retrain-on-drift or --freeze-at, the retrainer's own code runs
+    in the loop on exactly the events learned so far, and accepted models are swapped in.
+    """
     from consumers.evaluate import evaluate_records
+    from consumers.offline_loop import RetrainSchedule
     from consumers.pipeline import build_report
 
     cfg, source = fit_scale(settings(seed=seed), open_source(path, fmt), consume_here=True)
+    retrain_update = {
+        k: v
+        for k, v in (
+            ("holdout_events", holdout_events),
+            ("validation_events", validation_events),
+            ("trials", trials),
+        )
+        if v is not None
+    }
+    if retrain_update:
+        cfg = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update=retrain_update)})
+    schedule = (
+        RetrainSchedule(every=retrain_every, on_drift=retrain_on_drift, freeze_at=freeze_at)
+        if retrain_every or retrain_on_drift or freeze_at
+        else None
+    )
+
+    def on_retrain(r: dict[str, Any]) -> None:
+        console.print(
+            f"retrain at message {r['event_index']:,} ({r['reason']}): {r['status']}"
+            + (
+                f", challenger {r['challenger']:.4f} vs champion {r['champion']:.4f}"
+                if r.get("champion") is not None
+                else ""
+            )
+        )
+
     with LiveProgress(None, f"evaluate {source.format}") as live:
         learner, seconds = evaluate_records(
-            cfg, source_records(source), on_progress=live.update, dead_letters=dead_letters
+            cfg,
+            source_records(source),
+            on_progress=live.update,
+            dead_letters=dead_letters,
+            schedule=schedule,
+            on_retrain=on_retrain,
         )
         live.update(learner, force=True)
     config = {
         "command": "evaluate",
         "path": str(path),
         "format": source.format,
+        "schedule": schedule.name if schedule is not None else "online only",
         **cfg.model_dump(mode="json"),
     }
     consumed = learner.counts.consumed

@@ -57,8 +57,11 @@ def serve(
     # own) behind a load balancer. (uvicorn's --workers binds a socket on which asyncio does
     # not set TCP_NODELAY: every answer would wait ~40 ms for the client's delayed ACK.)
     uvicorn.run(
-        create_app(cfg, bootstrap), host=bind_host, port=bind_port,
-        log_level=log_level.lower(), access_log=access_log,
+        create_app(cfg, bootstrap),
+        host=bind_host,
+        port=bind_port,
+        log_level=log_level.lower(),
+        access_log=access_log,
         log_config=None,  # keep the project's log setup
     )
     console.print(f"serve stopped ({', '.join(stopped) or 'done'})")

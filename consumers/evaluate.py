@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 
+from consumers.offline_loop import OfflineLoop, RetrainSchedule
 from stream.config import Settings
 from stream.events import BaseEvent, encode_event
 from stream.learner import FeedbackLearner
@@ -36,10 +37,20 @@ def evaluate_records(
     records: Iterable[BaseEvent | dict[str, Any] | bytes],
     on_progress: Callable[[FeedbackLearner], None] | None = None,
     dead_letters: Path | None = None,
+    schedule: RetrainSchedule | None = None,
+    on_retrain: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[FeedbackLearner, float]:
-    """Apply every record in order; return the learner and the seconds it took."""
-    learner = FeedbackLearner(settings)
-    process = learner.process
+    """Apply every record in order; return the learner and the seconds it took.
+
+    With a ``schedule``, batch retrains run in the loop at the points it names
+    (:class:`~consumers.offline_loop.OfflineLoop`); ``on_retrain`` hears each one.
+    """
+    if schedule is not None:
+        loop = OfflineLoop(settings, schedule, on_retrain)
+        learner, process = loop.learner, loop.process
+    else:
+        learner = FeedbackLearner(settings)
+        process = learner.process
     sink: IO[bytes] | None = open(dead_letters, "wb") if dead_letters else None  # noqa: SIM115
     started = time.perf_counter()
     try:
@@ -49,8 +60,12 @@ def evaluate_records(
             if rejection is not None and sink is not None:
                 sink.write(
                     orjson.dumps(
-                        {"kind": rejection.kind, "reason": rejection.reason, "index": i - 1,
-                         "value": raw.decode("utf-8", "replace")}
+                        {
+                            "kind": rejection.kind,
+                            "reason": rejection.reason,
+                            "index": i - 1,
+                            "value": raw.decode("utf-8", "replace"),
+                        }
                     )
                     + b"\n"
                 )

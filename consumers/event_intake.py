@@ -158,10 +158,14 @@ def validate_events(body: bytes, settings: Settings) -> tuple[list[Event], list[
     errors: list[EventError] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            errors.append(EventError(
-                index=i, kind="malformed_json", event_type="invalid",
-                reason=f"an event is a JSON object, not {type(item).__name__}",
-            ))
+            errors.append(
+                EventError(
+                    index=i,
+                    kind="malformed_json",
+                    event_type="invalid",
+                    reason=f"an event is a JSON object, not {type(item).__name__}",
+                )
+            )
             continue
         try:
             events.append(decode_event(orjson.dumps(item), settings.limits))

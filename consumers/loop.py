@@ -124,7 +124,8 @@ class FeedbackConsumer:
                 self.learner, self.offsets, self.restored = ckpt.state, dict(ckpt.offsets), True
                 log.info(
                     "restored checkpoint: %d events consumed, offsets %s",
-                    self.learner.counts.consumed, self.offsets,
+                    self.learner.counts.consumed,
+                    self.offsets,
                 )
                 # The progress line and the metrics count this process's work, not the
                 # checkpoint's.
@@ -143,8 +144,11 @@ class FeedbackConsumer:
         self.restore()
         cfg, topics = self.settings.consumer, self.settings.topics
         consumer = clients.group_consumer(
-            self.bootstrap_servers, cfg.group_id,
-            session_timeout_ms=cfg.session_timeout_ms, partition_eof=True, bulk=True,
+            self.bootstrap_servers,
+            cfg.group_id,
+            session_timeout_ms=cfg.session_timeout_ms,
+            partition_eof=True,
+            bulk=True,
         )
         letters = DeadLetters(
             clients.producer(self.bootstrap_servers, linger_ms=20), topics.dead_letters
@@ -155,7 +159,9 @@ class FeedbackConsumer:
         self._checkpoint = Checkpoint(cfg, consumer, letters, self.faults)
         consumer.subscribe(
             [topics.events],
-            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         control: ModelControl | None = None
         self._checkpoint_on_revoke = True
@@ -233,9 +239,7 @@ class FeedbackConsumer:
             log.error("gave up waiting for retrain %s", self.learner.lifecycle.state.outstanding)
         if self._targets is not None:
             topic = self.settings.topics.events
-            return all(
-                self.offsets.get((topic, p), 0) >= end for p, end in self._targets.items()
-            )
+            return all(self.offsets.get((topic, p), 0) >= end for p, end in self._targets.items())
         return stop_at_end and bool(self._assigned) and self._at_end >= self._assigned
 
     def _retrain_deadline(self) -> float:

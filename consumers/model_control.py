@@ -74,9 +74,7 @@ class ModelControl:
                 log.warning("manual retrain trigger: %s", msg.reason)
                 life.trigger(msg.reason)
             elif isinstance(msg, ModelPublished):
-                log.warning(
-                    "model version %d published (accepted=%s)", msg.version, msg.accepted
-                )
+                log.warning("model version %d published (accepted=%s)", msg.version, msg.accepted)
                 if life.published(msg, consumed):
                     self._deferred.append(DeferredSwap(msg.version, msg.event_index))
             elif isinstance(msg, RetrainFailed):
@@ -113,7 +111,9 @@ class ModelControl:
             publish_control(self.bootstrap_servers, self.settings.topics.control, request)
             log.warning(
                 "retrain requested (%s) at event %d: %s",
-                request.request_id, consumed, decision.reason,
+                request.request_id,
+                consumed,
+                decision.reason,
             )
             changed = True
         return changed
@@ -124,12 +124,15 @@ class ModelControl:
         topic = self.settings.topics.events
         ends = {p: o for (t, p), o in offsets.items() if t == topic}
         history = read_history(self.bootstrap_servers, self.settings, ends)
-        catch_up = [e for e, i in zip(history.events, history.indexes, strict=True)
-                    if i >= history_end]
+        catch_up = [
+            e for e, i in zip(history.events, history.indexes, strict=True) if i >= history_end
+        ]
         n = self.learner.swap(bundle, version, catch_up)
         log.warning(
             "swapped in model version %d at event %d (%d events learned on top)",
-            version, self.learner.counts.consumed, n,
+            version,
+            self.learner.counts.consumed,
+            n,
         )
 
     def _skip(self, message: str, version: int, err: Exception | str) -> None:

@@ -80,8 +80,9 @@ def plot_report(
     else:
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     top.plot(w["index"], w["logloss"], label="click model log loss", color="tab:blue")
-    top.plot(w["index"], w["naive_logloss"], label="naive CTR log loss", color="tab:gray",
-             linestyle=":")
+    top.plot(
+        w["index"], w["naive_logloss"], label="naive CTR log loss", color="tab:gray", linestyle=":"
+    )
     top.set_ylabel("log loss (per stretch)")
     bottom.plot(w["index"], w["rmse"], label="rating RMSE", color="tab:green")
     bottom.set_ylabel("RMSE (per stretch)")
@@ -91,17 +92,31 @@ def plot_report(
         label = "drift alarm" if "alarm" not in seen else None
         seen.add("alarm")
         for ax in (top, bottom):
-            ax.axvline(alarm["event_index"], color="tab:orange", alpha=0.5, linewidth=1,
-                       label=label if ax is top else None)
+            ax.axvline(
+                alarm["event_index"],
+                color="tab:orange",
+                alpha=0.5,
+                linewidth=1,
+                label=label if ax is top else None,
+            )
     for r in report.get("retrains", []):
         if r.get("end_event_index") is not None:
-            top.axvspan(r["start_event_index"], r["end_event_index"], color="tab:purple",
-                        alpha=0.12, label="retrain" if "retrain" not in seen else None)
+            top.axvspan(
+                r["start_event_index"],
+                r["end_event_index"],
+                color="tab:purple",
+                alpha=0.12,
+                label="retrain" if "retrain" not in seen else None,
+            )
             seen.add("retrain")
     for swap in report.get("swaps", []):
         for ax in (top, bottom):
-            ax.axvline(swap["event_index"], color="tab:red", linewidth=2,
-                       label=(f"swap to v{swap['model_version']}" if ax is top else None))
+            ax.axvline(
+                swap["event_index"],
+                color="tab:red",
+                linewidth=2,
+                label=(f"swap to v{swap['model_version']}" if ax is top else None),
+            )
     top.legend(loc="upper right", fontsize=8)
     bottom.legend(loc="upper right", fontsize=8)
     top.set_title("Prequential error over the stream")

@@ -90,8 +90,11 @@ class RetrainWorker:
                 self.metrics.duration.observe(time.perf_counter() - started)
         if self.metrics is not None:
             outcome = (
-                "failed" if isinstance(answer, RetrainFailed)
-                else "accepted" if answer.accepted else "rejected"
+                "failed"
+                if isinstance(answer, RetrainFailed)
+                else "accepted"
+                if answer.accepted
+                else "rejected"
             )
             self.metrics.retrains.labels(outcome).inc()
         publish_control(self.bootstrap_servers, self.settings.topics.control, answer)
@@ -101,16 +104,21 @@ class RetrainWorker:
         cfg = self.settings.retrain
         log.warning(
             "retrain %s: reading history up to %s (%s)",
-            request.request_id, request.offsets, request.reason,
+            request.request_id,
+            request.offsets,
+            request.reason,
         )
         history = read_history(self.bootstrap_servers, self.settings, request.offsets)
         if history.counts.consumed != request.event_index:
             log.warning(
                 "history has %d messages, the request covers %d",
-                history.counts.consumed, request.event_index,
+                history.counts.consumed,
+                request.event_index,
             )
         data = TrainingData(
-            history.events, history.users, history.items,
+            history.events,
+            history.users,
+            history.items,
             first_index=history.indexes[0] if history.indexes else 0,
         )
 
@@ -128,10 +136,11 @@ class RetrainWorker:
             validation=cfg.validation_events,
             n_trials=cfg.trials,
             seed=self.settings.model.seed,
-            champion=_holdout(request.champion),
+            champion=HoldoutLosses.from_dict(request.champion),
             on_trial=on_trial,
             timeout_seconds=cfg.timeout_seconds,
             min_improvement=cfg.min_improvement,
+            min_confidence=cfg.min_confidence,
         )
         summary = outcome.as_dict()
         if self.metrics is not None:
@@ -150,7 +159,9 @@ class RetrainWorker:
             self.registry.set_current(version.version)
         log.warning(
             "retrain %s: version %d, challenger %.4f vs champion %s -> %s",
-            request.request_id, version.version, outcome.challenger_holdout,
+            request.request_id,
+            version.version,
+            outcome.challenger_holdout,
             f"{outcome.champion_holdout:.4f}" if outcome.champion_holdout is not None else "-",
             "accepted" if outcome.accepted else "rejected",
         )
@@ -162,16 +173,3 @@ class RetrainWorker:
             event_index=request.event_index,
             outcome=summary,
         )
-
-
-def _holdout(champion: dict[str, float] | None) -> HoldoutLosses | None:
-    if not champion:
-        return None
-    return HoldoutLosses(
-        engagement_logloss_sum=float(champion["engagement_logloss_sum"]),
-        engagement_n=int(champion["engagement_n"]),
-        rating_se_sum=float(champion["rating_se_sum"]),
-        rating_n=int(champion["rating_n"]),
-        engagement_logloss_sq_sum=float(champion.get("engagement_logloss_sq_sum", 0.0)),
-        rating_se_sq_sum=float(champion.get("rating_se_sq_sum", 0.0)),
-    )

@@ -33,21 +33,28 @@ class ServeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_requests", "HTTP requests answered, by route and status.",
-            ["endpoint", "status"], registry=r,
+            f"{PREFIX}_requests",
+            "HTTP requests answered, by route and status.",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.seconds = Histogram(
-            f"{PREFIX}_request_seconds", "Time to answer one HTTP request, by route.",
-            ["endpoint"], registry=r,
+            f"{PREFIX}_request_seconds",
+            "Time to answer one HTTP request, by route.",
+            ["endpoint"],
+            registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
         self.accepted = Counter(
-            f"{PREFIX}_events_accepted", "Events posted, validated and acknowledged by Kafka.",
+            f"{PREFIX}_events_accepted",
+            "Events posted, validated and acknowledged by Kafka.",
             registry=r,
         )
         self.rejected = Counter(
-            f"{PREFIX}_events_rejected", "Events posted and refused (nothing published), by kind.",
-            ["kind"], registry=r,
+            f"{PREFIX}_events_rejected",
+            "Events posted and refused (nothing published), by kind.",
+            ["kind"],
+            registry=r,
         )
         for kind in ("malformed_json", "unknown_type", "invalid_event"):
             self.rejected.labels(kind)
@@ -74,7 +81,8 @@ class _StateCollector(Collector):
             -1.0 if age is None else age,
         )
         yield gauge(
-            "model_version", "Model version of the served state (-1: none yet).",
+            "model_version",
+            "Model version of the served state (-1: none yet).",
             -1.0 if meta is None else meta.version,
         )
         yield gauge("items", "Items in the served state.", state.n_items)

@@ -158,8 +158,12 @@ def _readiness(app: FastAPI) -> Readiness:
     else:
         ready, reason = False, f"catching up with {topic} ({state.records_applied} records read)"
     return Readiness(
-        ready=ready, reason=reason, model_version=None if meta is None else meta.version,
-        state_age_seconds=age, users=state.n_users, items=state.n_items,
+        ready=ready,
+        reason=reason,
+        model_version=None if meta is None else meta.version,
+        state_age_seconds=age,
+        users=state.n_users,
+        items=state.n_items,
     )
 
 
@@ -176,8 +180,11 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         app.state.sink = EventSink(
             bootstrap_servers, settings.topics.events, DELIVERY_TIMEOUT_SECONDS
         )
-        log.info("following %s; posting events to %s",
-                 settings.topics.model_state, settings.topics.events)
+        log.info(
+            "following %s; posting events to %s",
+            settings.topics.model_state,
+            settings.topics.events,
+        )
         try:
             yield
         finally:
@@ -239,12 +246,18 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         except ValueError as err:
             return _problem(422, str(err))
         return RecommendationsOut(
-            user_id=rec.user_id, user_kind=rec.user_kind, policy=rec.policy,
-            model_version=rec.model_version, state_age_seconds=rec.state_age_seconds,
+            user_id=rec.user_id,
+            user_kind=rec.user_kind,
+            policy=rec.policy,
+            model_version=rec.model_version,
+            state_age_seconds=rec.state_age_seconds,
             request_id=rec.request_id,
             items=[
                 RecommendedItem(
-                    item_id=r.item_id, score=r.score, reason=r.reason, position=r.position,
+                    item_id=r.item_id,
+                    score=r.score,
+                    reason=r.reason,
+                    position=r.position,
                     propensity=r.propensity,
                 )
                 for r in rec.items
@@ -271,8 +284,11 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         except UnknownItem:
             return _problem(404, f"unknown item {item_id!r}")
         return PredictionOut(
-            user_id=p.user_id, item_id=p.item_id, rating=p.rating,
-            click_probability=p.click_probability, model_version=p.model_version,
+            user_id=p.user_id,
+            item_id=p.item_id,
+            rating=p.rating,
+            click_probability=p.click_probability,
+            model_version=p.model_version,
             state_age_seconds=p.state_age_seconds,
         )
 
@@ -316,7 +332,8 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
         return {"status": "ok"}
 
     @app.get(
-        "/readyz", response_model=Readiness,
+        "/readyz",
+        response_model=Readiness,
         responses={503: {"model": Readiness, "description": "Not caught up yet."}},
         summary="Caught up with the model-state topic",
     )
@@ -347,9 +364,7 @@ _EVENTS_SCHEMA = _EVENTS_ADAPTER.json_schema(ref_template="#/components/schemas/
 _EVENTS_BODY = {
     "required": True,
     "content": {
-        "application/json": {
-            "schema": {k: v for k, v in _EVENTS_SCHEMA.items() if k != "$defs"}
-        }
+        "application/json": {"schema": {k: v for k, v in _EVENTS_SCHEMA.items() if k != "$defs"}}
     },
 }
 

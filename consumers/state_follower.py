@@ -96,7 +96,10 @@ class StateFollowerThread(threading.Thread):
             if not self.ready.is_set() and follower.caught_up and state.meta is not None:
                 log.info(
                     "model state ready: %d records, %d items, %d users, version %d",
-                    state.records_applied, state.n_items, state.n_users, state.meta.version,
+                    state.records_applied,
+                    state.n_items,
+                    state.n_users,
+                    state.meta.version,
                 )
                 if self.freeze_gc:
                     # The bootstrap left hundreds of thousands of long-lived objects; a full

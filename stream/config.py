@@ -142,7 +142,10 @@ class DriftConfig(_Frozen):
     # simulator runs with bots (BENCHMARKS.md, drift section); the event-type mix is left
     # out, bot bursts move it.
     deciding_detectors: tuple[str, ...] = (
-        "engagement_logloss_cusum", "click_genre_mix_psi", "dwell_psi", "new_user_share_psi"
+        "engagement_logloss_cusum",
+        "click_genre_mix_psi",
+        "dwell_psi",
+        "new_user_share_psi",
     )
     # The calibrated CUSUM on the click model's detrended regret (stream/drift/cusum.py):
     # losses per block and the alarm level in block-noise sigmas.
@@ -153,6 +156,13 @@ class DriftConfig(_Frozen):
 class RetrainConfig(_Frozen):
     """Batch retrain: history split, hyperparameter search, registry."""
 
+    @property
+    def drift_wait(self) -> int:
+        """Events a drift decision's request waits for (see ``after_drift_events``)."""
+        if self.after_drift_events is not None:
+            return self.after_drift_events
+        return self.validation_events + self.holdout_events
+
     registry_dir: Path = Path("registry")
     holdout_events: int = Field(default=10_000, ge=100)
     validation_events: int = Field(default=10_000, ge=100)
@@ -160,6 +170,12 @@ class RetrainConfig(_Frozen):
     timeout_seconds: float = Field(default=300.0, gt=0)
     # The challenger must beat the champion's hold-out quality loss by this share.
     min_improvement: float = Field(default=0.0, ge=0, lt=1)
+    # ... and the hold-out must be at least this sure of it (0: reported, not required).
+    min_confidence: float = Field(default=0.0, ge=0, lt=1)
+    # A drift decision's request waits this many more events, so that the validation and
+    # hold-out windows lie in the new regime (a model is then chosen and judged on how it
+    # does after the change); None: validation_events + holdout_events.
+    after_drift_events: int | None = Field(default=None, ge=0)
     group_id: str = "feedback-loop-retrainer"
 
 
@@ -228,7 +244,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {
         f"FEEDBACK_LOOP_{name.upper()}": getattr(settings, name).model_dump_json()
         for name in (
-            "topics", "limits", "model", "consumer", "metrics", "drift", "retrain", "serving"
+            "topics",
+            "limits",
+            "model",
+            "consumer",
+            "metrics",
+            "drift",
+            "retrain",
+            "serving",
         )
     }
     if settings.bootstrap_servers:

@@ -33,13 +33,14 @@ def test_request_accept_swap() -> None:
     assert (state.phase, state.busy, state.outstanding) == ("requested", True, r)
     assert state.awaits("r1") and not state.awaits("r2")
     state.accept("r1", version=4)
-    assert (state.phase, state.busy, state.version, state.outstanding) == (
-        "swapping", True, 4, r
-    )
+    assert (state.phase, state.busy, state.version, state.outstanding) == ("swapping", True, 4, r)
     assert not state.awaits("r1")  # answered already
     state.swapped()
     assert (state.phase, state.busy, state.version, state.outstanding) == (
-        "idle", False, None, None
+        "idle",
+        False,
+        None,
+        None,
     )
 
 
@@ -111,10 +112,11 @@ def test_state_survives_pickle() -> None:
 # -- the lifecycle around it ------------------------------------------------------------------
 
 
-def lifecycle(**drift: object) -> ModelLifecycle:
+def lifecycle(after_drift_events: int = 0, **drift: object) -> ModelLifecycle:
     s = Settings()
     config = DriftConfig(**{"warmup_events": 0, **drift})  # type: ignore[arg-type]
-    return ModelLifecycle(s.model_copy(update={"drift": config}))
+    retrain = s.retrain.model_copy(update={"after_drift_events": after_drift_events})
+    return ModelLifecycle(s.model_copy(update={"drift": config, "retrain": retrain}))
 
 
 def signal(name: str, at: int, kind: str = "data") -> Signal:
@@ -128,10 +130,49 @@ def raise_alarms(life: ModelLifecycle, *signals: Signal) -> None:
 
 
 def published(request_id: str, version: int, accepted: bool) -> ModelPublished:
-    outcome = {"trials": 6, "best_validation": 0.93, "challenger_holdout": 0.9,
-               "champion_holdout": 0.95, "params": {"factors": 16}, "seconds": 12.5}
-    return ModelPublished(request_id=request_id, version=version, accepted=accepted,
-                          offsets={0: 100}, event_index=100, outcome=outcome)
+    outcome = {
+        "trials": 6,
+        "best_validation": 0.93,
+        "challenger_holdout": 0.9,
+        "champion_holdout": 0.95,
+        "params": {"factors": 16},
+        "seconds": 12.5,
+    }
+    return ModelPublished(
+        request_id=request_id,
+        version=version,
+        accepted=accepted,
+        offsets={0: 100},
+        event_index=100,
+        outcome=outcome,
+    )
+
+
+def test_a_drift_decision_waits_for_the_new_regime_and_a_manual_trigger_does_not() -> None:
+    life = lifecycle(after_drift_events=5000)
+    raise_alarms(life, signal("dwell_psi", 100))
+    assert life.review(120) is None  # decided, waiting for 5000 more events
+    assert life.waiting is not None and life.waiting.event_index == 100
+    raise_alarms(life, signal("click_genre_mix_psi", 3000))
+    assert life.review(3000) is None
+    assert life.policy.outcomes[("click_genre_mix_psi", "retrain_in_progress")] == 1
+    assert life.review(5099) is None
+    decision = life.review(5100)
+    assert decision is not None and decision.signals == ("dwell_psi",)
+    assert life.waiting is None
+    request = life.request(decision, {0: 5100}, 5100)
+    assert (life.retrains[0].decided_at_event_index, life.retrains[0].start_event_index) == (
+        100,
+        5100,
+    )
+    life.failed(RetrainFailed(request_id=request.request_id, error="x"), 6000)
+    # A manual trigger is not delayed, and it covers a drift decision that is waiting.
+    raise_alarms(life, signal("dwell_psi", 40_000))
+    assert life.review(40_000) is None and life.waiting is not None
+    life.trigger("manual")
+    manual = life.review(40_100)
+    assert manual is not None and manual.signals == ("manual",)
+    assert life.waiting is None
 
 
 def test_signals_while_busy_are_counted_as_retrain_in_progress() -> None:
@@ -238,8 +279,13 @@ def test_report_rows_keep_their_keys_and_values() -> None:
 
     life.published(published(first.request_id, 2, accepted=False), 1400)
     answer = {
-        "accepted": False, "version": 2, "trials": 6, "validation_score": 0.93,
-        "challenger_holdout": 0.9, "champion_holdout": 0.95, "params": {"factors": 16},
+        "accepted": False,
+        "version": 2,
+        "trials": 6,
+        "validation_score": 0.93,
+        "challenger_holdout": 0.9,
+        "champion_holdout": 0.95,
+        "params": {"factors": 16},
         "seconds": 12.5,
     }
     rejected = {**base, "end_event_index": 1400, "status": "rejected", **answer}
@@ -254,18 +300,27 @@ def test_report_rows_keep_their_keys_and_values() -> None:
     life.swapped(1, 50_200, caught_up=0)
     report = life.report()
     assert report["retrains"][1] == {
-        "request_id": second.request_id, "start_event_index": 50_000,
-        "decided_at_event_index": 50_000, "reason": "again", "signals": ["manual"],
-        "end_event_index": 50_100, "status": "failed", "error": "ValueError: x",
+        "request_id": second.request_id,
+        "start_event_index": 50_000,
+        "decided_at_event_index": 50_000,
+        "reason": "again",
+        "signals": ["manual"],
+        "end_event_index": 50_100,
+        "status": "failed",
+        "error": "ValueError: x",
     }
     assert report["drift_alarms"] == [
-        {"event_index": 900, "detector": "new_user_share_psi", "kind": "data",
-         "statistic": 0.07, "threshold": 0.05}
+        {
+            "event_index": 900,
+            "detector": "new_user_share_psi",
+            "kind": "data",
+            "statistic": 0.07,
+            "threshold": 0.05,
+        }
     ]
     assert report["swaps"] == [{"event_index": 50_200, "model_version": 1, "caught_up_events": 0}]
     assert report["model_version"] == 1
-    assert set(report) == {"drift_alarms", "retrains", "swaps", "model_version",
-                           "policy_outcomes"}
+    assert set(report) == {"drift_alarms", "retrains", "swaps", "model_version", "policy_outcomes"}
     # The lifecycle keeps typed records; the report is plain data (JSON-ready, a copy).
     assert isinstance(life.alarms[0], AlarmRecord) and isinstance(life.swaps[0], SwapRecord)
     report["retrains"][0]["status"] = "edited"
@@ -278,8 +333,14 @@ def test_missing_scores_are_reported_as_none() -> None:
     decision = life.review(10)
     assert decision is not None
     r = life.request(decision, {0: 10}, 10)
-    msg = ModelPublished(request_id=r.request_id, version=1, accepted=True, offsets={0: 10},
-                         event_index=10, outcome={"trials": 2})
+    msg = ModelPublished(
+        request_id=r.request_id,
+        version=1,
+        accepted=True,
+        offsets={0: 10},
+        event_index=10,
+        outcome={"trials": 2},
+    )
     life.published(msg, 20)
     row = life.report()["retrains"][0]
     assert row["champion_holdout"] is None and row["validation_score"] is None

@@ -78,8 +78,15 @@ class DriftMonitor:
         self._dwell = tuple(dwell)
         self._new_user = tuple(new_user)
         self.detectors: dict[str, Detector] = {}
-        for group in (self._engagement, self._engagement_cusum, self._rating,
-                      self._event_type, self._click_genre, self._dwell, self._new_user):
+        for group in (
+            self._engagement,
+            self._engagement_cusum,
+            self._rating,
+            self._event_type,
+            self._click_genre,
+            self._dwell,
+            self._new_user,
+        ):
             for d in group:
                 if d.name in self.detectors:
                     raise ValueError(f"duplicate detector name {d.name!r}")
@@ -116,6 +123,7 @@ class DriftMonitor:
         ``dwell_psi`` (:data:`DWELL_BUCKETS`), ``new_user_share_psi`` (alarms only when the
         share of new users goes up), all over windows of ``window``.
         """
+
         def loss(name: str, method: ConceptMethod, block: int) -> LossDriftDetector:
             return LossDriftDetector(name, method, block_size=block, seed=seed)
 

@@ -52,9 +52,7 @@ class DriftObserver:
         trend = self.regret_trend
         monitor.observe_engagement_loss(regret - trend, index)
         self._regret_n += 1
-        self.regret_trend = trend + (regret - trend) * max(
-            REGRET_TREND_RATE, 1.0 / self._regret_n
-        )
+        self.regret_trend = trend + (regret - trend) * max(REGRET_TREND_RATE, 1.0 / self._regret_n)
         if o.genre is not None:
             monitor.observe_click_genre(monitor.genre_codes.code(o.genre), index)
 

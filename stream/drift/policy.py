@@ -90,7 +90,11 @@ class RetrainPolicy:
         self.outcomes[(signal.detector, reason)] += 1
         log.info(
             "drift signal ignored: %s at event %d (statistic %.4g > %.4g): %s",
-            signal.detector, signal.event_index, signal.statistic, signal.threshold, reason,
+            signal.detector,
+            signal.event_index,
+            signal.statistic,
+            signal.threshold,
+            reason,
             extra={"detector": signal.detector, "outcome": reason},
         )
 

@@ -69,8 +69,11 @@ class CategoryCodes:
         return len(self._codes)
 
 
-def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray,
-        epsilon: float = 1e-4) -> float:
+def psi(
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    epsilon: float = 1e-4,
+) -> float:
     """Population stability index of two count (or frequency) vectors.
 
     Each vector is normalised to shares ``p``, smoothed as ``(p + epsilon) / (1 + k epsilon)``
@@ -87,8 +90,9 @@ def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.n
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def js_divergence(reference: Sequence[float] | np.ndarray,
-                  current: Sequence[float] | np.ndarray) -> float:
+def js_divergence(
+    reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray
+) -> float:
     """Jensen-Shannon divergence (base 2, in [0, 1]) of two count or frequency vectors.
 
     >>> js_divergence([1, 0], [0, 1]), js_divergence([3, 1], [6, 2])

@@ -30,8 +30,15 @@ class NaiveBaselines:
     always scored it against 0.0; kept so its ``baseline`` report does not change).
     """
 
-    __slots__ = ("clicks", "shown", "rating_sum", "ratings", "click_score", "rating_score",
-                 "first_rating")
+    __slots__ = (
+        "clicks",
+        "shown",
+        "rating_sum",
+        "ratings",
+        "click_score",
+        "rating_score",
+        "first_rating",
+    )
 
     def __init__(self, first_rating: float | None = None) -> None:
         self.clicks = 0

@@ -144,12 +144,7 @@ class ItemProfileEvent(BaseEvent):
 
 
 Event = Annotated[
-    ImpressionEvent
-    | ClickEvent
-    | DwellEvent
-    | RatingEvent
-    | UserProfileEvent
-    | ItemProfileEvent,
+    ImpressionEvent | ClickEvent | DwellEvent | RatingEvent | UserProfileEvent | ItemProfileEvent,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = (

@@ -98,7 +98,10 @@ def group_consumer(
     """A member of consumer group ``group_id`` (subscribes; commits explicitly)."""
     return Consumer(
         consumer_config(
-            bootstrap_servers, group_id, partition_eof=partition_eof, bulk=bulk,
+            bootstrap_servers,
+            group_id,
+            partition_eof=partition_eof,
+            bulk=bulk,
             session_timeout_ms=session_timeout_ms,
         )
     )

@@ -21,7 +21,9 @@ def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageB
     producer = clients.producer(bootstrap_servers)
     errors: list[str] = []
     producer.produce(
-        topic, encode_control(message), key=message.type.encode(),  # type: ignore[attr-defined]
+        topic,
+        encode_control(message),
+        key=message.type.encode(),  # type: ignore[attr-defined]
         on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
     )
     if producer.flush(30) or errors:

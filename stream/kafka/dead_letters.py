@@ -43,7 +43,10 @@ class DeadLetters:
         while True:
             try:
                 self._producer.produce(
-                    self.topic, msg.value() or b"", msg.key(), headers=headers,
+                    self.topic,
+                    msg.value() or b"",
+                    msg.key(),
+                    headers=headers,
                     on_delivery=self._on_delivery,
                 )
                 break

@@ -119,7 +119,7 @@ class FeedbackLearner:
         event = self.admission.admit_raw(raw)
         if event is None or event.__class__ is Rejection:
             return event  # type: ignore[return-value]  # None or a Rejection
-        self._learn(event)  # type: ignore[arg-type]  # an admitted event
+        self.learn(event)  # type: ignore[arg-type]  # an admitted event
         return None
 
     def apply(self, event: Event) -> Rejection | None:
@@ -127,11 +127,12 @@ class FeedbackLearner:
         admitted = self.admission.admit(event)
         if admitted is None or admitted.__class__ is Rejection:
             return admitted  # type: ignore[return-value]  # None or a Rejection
-        self._learn(admitted)  # type: ignore[arg-type]  # an admitted event
+        self.learn(admitted)  # type: ignore[arg-type]  # an admitted event
         return None
 
-    def _learn(self, event: Event) -> None:
-        """Learn an admitted event (the ``index``-th message) and tell the observers."""
+    def learn(self, event: Event) -> None:
+        """Learn an event :attr:`admission` admitted (the ``index``-th message) and tell
+        the observers (for a caller that admits messages itself to keep the events)."""
         index = self.admission.counts.consumed
         learn = self._learners.get(event.__class__)
         if learn is not None:
@@ -141,6 +142,18 @@ class FeedbackLearner:
             self.last_event_ts = event.ts
         if index % TIMELINE_EVERY == 0:
             self._snapshot()
+
+    def freeze(self) -> None:
+        """From now on score interaction events without learning them (a frozen batch
+        model, the reference a retraining loop is compared with); profiles still count."""
+        self._learners.update(
+            {
+                RatingEvent: self._score_rating,
+                ClickEvent: self._score_click,
+                ImpressionEvent: self._score_impression,
+                DwellEvent: lambda e, index, new_user: None,
+            }
+        )
 
     def close_timeline(self) -> None:
         """Add a timeline point for the messages since the last one (before a report)."""
@@ -167,6 +180,9 @@ class FeedbackLearner:
             e, profiles.users.get(e.user_id), profiles.items.get(e.item_id)
         )
         self._interact(e.user_id, e.item_id)
+        self._rated(e, index, new_user, predicted)
+
+    def _rated(self, e: RatingEvent, index: int, new_user: bool, predicted: float) -> None:
         self.rating_score.update(e.rating, predicted)
         self.naive.score_rating(e.rating)
         out = Rated(index, new_user, (e.rating - predicted) ** 2)
@@ -181,6 +197,11 @@ class FeedbackLearner:
             e, clicked, self._profiles.users.get(e.user_id), item, True
         )
         assert p is not None  # scored
+        self._engaged(clicked, index, new_user, p, item)
+
+    def _engaged(
+        self, clicked: bool, index: int, new_user: bool, p: float, item: dict[str, Any] | None
+    ) -> None:
         loss = self.click_score.update(clicked, p)
         naive_loss = self.naive.score_engagement(clicked)
         genres = item.get("genres") if clicked and item is not None else None
@@ -190,11 +211,14 @@ class FeedbackLearner:
             observer.engagement(out)
 
     def _learn_click(self, e: ClickEvent, index: int, new_user: bool) -> None:
+        self._recall(e)
+        self._learn_engagement(e, True, index, new_user)
+        self._interact(e.user_id, e.item_id)
+
+    def _recall(self, e: ClickEvent) -> None:
         hit = self.models.implicit.hit_at_k(e.user_id, e.item_id, RECALL_K)
         if hit is not None:
             self.recall.update(hit)
-        self._learn_engagement(e, True, index, new_user)
-        self._interact(e.user_id, e.item_id)
 
     def _learn_impression(self, e: ImpressionEvent, index: int, new_user: bool) -> None:
         self._learn_engagement(e, False, index, new_user)
@@ -204,6 +228,28 @@ class FeedbackLearner:
         out = Dwelled(index, new_user, e.seconds)
         for observer in self.observers:
             observer.dwell(out)
+
+    # -- scoring only (after freeze) --------------------------------------------------------
+    def _score_rating(self, e: RatingEvent, index: int, new_user: bool) -> None:
+        profiles = self._profiles
+        predicted = self.models.predict_rating(
+            e, profiles.users.get(e.user_id), profiles.items.get(e.item_id)
+        )
+        self._rated(e, index, new_user, predicted)
+
+    def _score_engagement(
+        self, e: ClickEvent | ImpressionEvent, clicked: bool, index: int, new_user: bool
+    ) -> None:
+        item = self._profiles.items.get(e.item_id)
+        p = self.models.predict_engagement(e, self._profiles.users.get(e.user_id), item)
+        self._engaged(clicked, index, new_user, p, item)
+
+    def _score_click(self, e: ClickEvent, index: int, new_user: bool) -> None:
+        self._recall(e)
+        self._score_engagement(e, True, index, new_user)
+
+    def _score_impression(self, e: ImpressionEvent, index: int, new_user: bool) -> None:
+        self._score_engagement(e, False, index, new_user)
 
     # -- reporting ------------------------------------------------------------------------
     def scores(self) -> dict[str, float | None]:
@@ -231,9 +277,7 @@ class FeedbackLearner:
             **self.lifecycle.report(),
         }
 
-    def swap(
-        self, bundle: ModelBundle, version: int, catch_up: Iterable[InteractionEvent]
-    ) -> int:
+    def swap(self, bundle: ModelBundle, version: int, catch_up: Iterable[InteractionEvent]) -> int:
         """Replace the models by ``bundle`` after it learns ``catch_up`` (the events that
         arrived since its history ended); return how many it learned."""
         n = 0

@@ -38,9 +38,7 @@ class ModelLifecycle:
     def __init__(self, settings: Settings) -> None:
         d = settings.drift
         self.monitor: DriftMonitor | None = (
-            DriftMonitor.from_config(d, seed=settings.model.seed)
-            if d.enabled
-            else None
+            DriftMonitor.from_config(d, seed=settings.model.seed) if d.enabled else None
         )
         self.policy = RetrainPolicy(d)
         # The live models' losses over the last hold-out window (the champion).
@@ -55,6 +53,9 @@ class ModelLifecycle:
         self.swaps: list[SwapRecord] = []
         self.state = RetrainState()
         self._manual: str | None = None
+        # A drift decision waiting for the new regime's events (see RetrainConfig.drift_wait).
+        self.waiting: Decision | None = None
+        self._drift_wait = settings.retrain.drift_wait
         # Next offset of the control topic to read (checkpointed with the learner).
         self.control_offset = 0
 
@@ -66,7 +67,10 @@ class ModelLifecycle:
         """Turn the alarms raised since the last review into at most one decision.
 
         A decision must be followed by :meth:`request`; until then (and while a retrain is
-        in progress) further signals are counted as ignored, ``retrain_in_progress``.
+        in progress) further signals are counted as ignored, ``retrain_in_progress``. A
+        drift decision is returned ``RetrainConfig.drift_wait`` events after it was made
+        (:attr:`waiting` until then), so the retrain can choose and judge its model on
+        events of the new regime; a manual trigger is returned at once.
         """
         decision = None
         if self._manual is not None:
@@ -74,8 +78,24 @@ class ModelLifecycle:
             self._manual = None
         for s in self.monitor.drain() if self.monitor is not None else ():
             self.alarms.append(AlarmRecord.from_signal(s))
-            busy = self.state.busy or decision is not None
+            busy = self.state.busy or decision is not None or self.waiting is not None
             decision = self.policy.consider(s, busy=busy) or decision
+        if decision is not None and "manual" in decision.signals:
+            self.waiting = None  # a manual retrain covers a waiting drift decision
+        elif decision is not None and self._drift_wait:
+            # Drift: retrain once the validation and hold-out windows see the new regime.
+            log.warning(
+                "drift decision at event %d: retrain requested after %d more events",
+                decision.event_index, self._drift_wait,
+            )  # fmt: skip
+            self.waiting, decision = decision, None
+        waiting = self.waiting
+        if (
+            decision is None
+            and waiting is not None
+            and event_index >= waiting.event_index + self._drift_wait
+        ):
+            self.waiting, decision = None, waiting
         return decision
 
     def champion(self) -> dict[str, float]:
@@ -152,6 +172,7 @@ class ModelLifecycle:
             self.monitor.reset()
         # Alarms awaiting confirmation were about the models just replaced.
         self.policy.clear_evidence()
+        self.waiting = None
         self.state.swapped()
 
     def report(self) -> dict[str, Any]:

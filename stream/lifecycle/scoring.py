@@ -58,6 +58,25 @@ class HoldoutLosses:
     engagement_logloss_sq_sum: float = 0.0
     rating_se_sq_sum: float = 0.0
 
+    @classmethod
+    def from_dict(cls, champion: Mapping[str, float] | None) -> HoldoutLosses | None:
+        """The losses a retrain request carries (None or empty: no champion).
+
+        >>> HoldoutLosses.from_dict({"engagement_logloss_sum": 3.0, "engagement_n": 10,
+        ...                          "rating_se_sum": 0.0, "rating_n": 0}).engagement_n
+        10
+        """
+        if not champion:
+            return None
+        return cls(
+            engagement_logloss_sum=float(champion["engagement_logloss_sum"]),
+            engagement_n=int(champion["engagement_n"]),
+            rating_se_sum=float(champion["rating_se_sum"]),
+            rating_n=int(champion["rating_n"]),
+            engagement_logloss_sq_sum=float(champion.get("engagement_logloss_sq_sum", 0.0)),
+            rating_se_sq_sum=float(champion.get("rating_se_sq_sum", 0.0)),
+        )
+
     def quality(self, refs: References) -> float:
         """:func:`quality_loss` of these losses against ``refs``."""
         return quality_loss(

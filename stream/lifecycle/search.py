@@ -5,7 +5,9 @@ after a swap), batch-only knobs: ``window``, the share of the most recent traini
 learned ``epochs`` times by SGD, ``older``, what is learned once first from the history
 before that window, and the rating model's batch refit (``als_iterations`` rounds of
 alternating least squares with penalties ``als_reg_factors`` and ``als_reg_bias``, see
-:func:`stream.models.rating_batch.fit_biased_als`; 0 rounds: SGD only).
+:func:`stream.models.rating_batch.fit_biased_als`; 0 rounds: SGD only) and the implicit
+model's (``implicit_iterations`` Newton sweeps, see
+:func:`stream.models.implicit_batch.fit_implicit`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ __all__ = [
     "BATCH_ONLY",
     "EPOCHS",
     "FACTORS",
+    "IMPLICIT_ITERATIONS",
+    "IMPLICIT_START",
     "LOG_RANGES",
     "OLDER",
     "WINDOW_SHARES",
@@ -32,7 +36,7 @@ __all__ = [
 
 FACTORS: tuple[int, ...] = (8, 16, 32)
 EPOCHS: tuple[int, ...] = (1, 2, 3)
-WINDOW_SHARES: tuple[float, ...] = (0.25, 0.5, 1.0)
+WINDOW_SHARES: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 """Shares of the most recent training history a trial learns ``epochs`` times."""
 OLDER: tuple[str, ...] = ("skip", "ratings", "once")
 """What happens to the history before the window: left out, only its (sparse) ratings
@@ -54,9 +58,13 @@ ALS_RANGES: dict[str, tuple[float, float]] = {
 }
 # The refit a search starts from (measured on MovieLens-100K in timestamp order).
 ALS_START: dict[str, Any] = {"als_iterations": 4, "als_reg_factors": 10.0, "als_reg_bias": 2.0}
+# The implicit refit a search starts from (measured on the simulator, bench/implicit_batch.py).
+IMPLICIT_START: dict[str, Any] = {"implicit_iterations": 8}
 # Penalties of a point without refit (ignored there, but every point names every knob).
 ALS_RANGES_LOW: dict[str, float] = {name: low for name, (low, _) in ALS_RANGES.items()}
-BATCH_ONLY = ("window", "epochs", "older", "als_iterations", *ALS_RANGES)
+IMPLICIT_ITERATIONS: tuple[int, ...] = (0, 8)
+"""Sweeps of the implicit model's batch refit (0: none)."""
+BATCH_ONLY = ("window", "epochs", "older", "als_iterations", *ALS_RANGES, "implicit_iterations")
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -78,6 +86,9 @@ def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
         "window": trial.suggest_categorical("window", WINDOW_SHARES),
         "older": trial.suggest_categorical("older", OLDER),
         "als_iterations": trial.suggest_categorical("als_iterations", ALS_ITERATIONS),
+        "implicit_iterations": trial.suggest_categorical(
+            "implicit_iterations", IMPLICIT_ITERATIONS
+        ),
         **{
             name: trial.suggest_float(name, low, high, log=True)
             for name, (low, high) in ALS_RANGES.items()
@@ -95,5 +106,12 @@ def base_point(base: ModelConfig) -> dict[str, Any] | None:
         if not low <= value <= high:
             return None
         point[name] = value
-    point.update(epochs=1, window=1.0, older="once", als_iterations=0, **ALS_RANGES_LOW)
+    point.update(
+        epochs=1,
+        window=1.0,
+        older="once",
+        als_iterations=0,
+        implicit_iterations=0,
+        **ALS_RANGES_LOW,
+    )
     return point

@@ -75,8 +75,7 @@ class RetrainState:
         """idle -> requested."""
         if self.phase != "idle":
             raise InvalidTransition(
-                f"cannot request retrain {request.request_id} while {self.phase}"
-                f" ({self._about()})"
+                f"cannot request retrain {request.request_id} while {self.phase} ({self._about()})"
             )
         self.phase, self.outstanding, self.version = "requested", request, None
 

@@ -2,8 +2,8 @@
 
 :class:`TrainingData` is the admitted history in the learner's formats; :func:`train_window`
 learns it the way a search point says (see :func:`stream.lifecycle.search.suggest_params`):
-SGD passes as the live model learns, then the rating model's batch refit
-(:func:`refit_ratings`).
+SGD passes as the live model learns, then the batch refits: the rating model's
+(:func:`refit_ratings`) and the implicit model's (:func:`refit_implicit`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any, cast
 
 from stream.events import Event, InteractionEvent, Profiles, RatingEvent
 from stream.models import EngagementModel, ModelBundle
+from stream.models.implicit_batch import fit_implicit
 from stream.models.rating_batch import fit_biased_als
 
-__all__ = ["TrainingData", "refit_ratings", "train_window"]
+__all__ = ["TrainingData", "refit_implicit", "refit_ratings", "train_window"]
 
 
 @dataclass
@@ -88,6 +89,7 @@ def train_window(
     als_iterations: int = 0,
     als_reg_factors: float = 1.0,
     als_reg_bias: float = 1.0,
+    implicit_iterations: int = 0,
 ) -> int:
     """Learn the last ``window`` share of ``history`` ``epochs`` times; return its start.
 
@@ -97,7 +99,8 @@ def train_window(
     has seen the event, so later passes would teach the click model to over-trust it (a
     stacking leak). The extra passes refine the rating and implicit factor models. Then,
     with ``als_iterations``, the rating model is refit in batch on every rating it learned
-    (:func:`refit_ratings`), warm-started from where the passes left it.
+    (:func:`refit_ratings`), warm-started from where the passes left it; with
+    ``implicit_iterations``, the implicit model likewise (:func:`refit_implicit`).
     """
     start = _window_start(len(history), window)
     part = history[start:]
@@ -120,9 +123,11 @@ def train_window(
                     learn(e, users, items, False)
         finally:
             bundle.engagement = engagement
+    learned = part if older == "skip" else history
     if als_iterations:
-        learned = part if older == "skip" else history
         refit_ratings(bundle, learned, als_iterations, als_reg_factors, als_reg_bias)
+    if implicit_iterations:
+        refit_implicit(bundle, learned, users, items, implicit_iterations)
     return start
 
 
@@ -146,3 +151,16 @@ def refit_ratings(
         reg_bias=reg_bias,
     )
     return len(ratings)
+
+
+def refit_implicit(
+    bundle: ModelBundle,
+    events: Sequence[InteractionEvent],
+    users: Mapping[str, Mapping[str, Any]],
+    items: Mapping[str, Mapping[str, Any]],
+    iterations: int,
+) -> None:
+    """Refit the implicit model on the clicks, dwells and impressions among ``events`` by
+    alternating Newton steps on its weighted log loss
+    (:func:`~stream.models.implicit_batch.fit_implicit`)."""
+    fit_implicit(bundle, events, iterations=iterations, users=users, items=items)

@@ -103,6 +103,24 @@ class ModelBundle:
         self.engagement.learn(x, clicked)
         return p
 
+    def predict_rating(
+        self, e: RatingEvent, user: Mapping[str, Any] | None, item: Mapping[str, Any] | None
+    ) -> float:
+        """The rating predicted for ``e`` (nothing learned, no state added)."""
+        return self.rating.predict(e.user_id, e.item_id, user_profile=user, item_profile=item)
+
+    def predict_engagement(
+        self,
+        e: ClickEvent | ImpressionEvent,
+        user: Mapping[str, Any] | None,
+        item: Mapping[str, Any] | None,
+    ) -> float:
+        """The click probability predicted for ``e`` (nothing learned, no state added)."""
+        cf = self.implicit.score(e.user_id, e.item_id, user_profile=user, item_profile=item)
+        x = self.engagement.features(user, item, e.context)
+        x["cf_logit"] = _logit(cf)
+        return self.engagement.predict_proba(x)
+
     def learn_dwell(self, e: DwellEvent) -> None:
         # Longer dwell = more confidence that the click was a real positive.
         self.implicit.update(e.user_id, e.item_id, 1.0, 1.0 + self.dwell_scale * e.seconds)

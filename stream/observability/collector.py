@@ -74,42 +74,48 @@ FAMILIES = (
     Family("events_consumed", "Messages consumed, by declared event type.", True, ("type",)),
     Family("events_applied", "Events applied to the models.", True),
     Family(
-        "events_dead_lettered", "Messages sent to the dead-letter topic, by kind of error.",
-        True, ("kind",),
+        "events_dead_lettered",
+        "Messages sent to the dead-letter topic, by kind of error.",
+        True,
+        ("kind",),
     ),
     Family("events_filtered", "Events filtered out, by reason.", True, ("reason",)),
     Family("events_duplicate", "Events skipped as duplicates of an event_id.", True),
     Family("prequential_rmse", "Prequential RMSE of rating predictions.", False, ("model",)),
     Family("prequential_mae", "Prequential MAE of rating predictions.", False, ("model",)),
-    Family(
-        "prequential_logloss", "Prequential log loss of click predictions.", False, ("model",)
-    ),
+    Family("prequential_logloss", "Prequential log loss of click predictions.", False, ("model",)),
     Family("prequential_auc", "Prequential ROC AUC of click predictions.", False, ("model",)),
     Family(
         "prequential_recall_at_10",
         "Share of positive implicit events whose item was in the top 10 before learning.",
-        False, ("model",),
+        False,
+        ("model",),
     ),
     Family(
         "drift_statistic",
         "Current statistic of each drift detector (compare with its threshold).",
-        False, ("detector",),
+        False,
+        ("detector",),
     ),
     Family("drift_threshold", "Alarm threshold of each drift detector.", False, ("detector",)),
     Family(
-        "drift_state", "1 while a drift detector is in alarm (since its last reset), else 0.",
-        False, ("detector",),
+        "drift_state",
+        "1 while a drift detector is in alarm (since its last reset), else 0.",
+        False,
+        ("detector",),
     ),
     Family("drift_alarms", "Alarms raised by each drift detector.", True, ("detector",)),
     Family(
         "drift_signals",
         "Drift signals by what the retrain policy did with them (decided or why ignored).",
-        True, ("detector", "outcome"),
+        True,
+        ("detector", "outcome"),
     ),
     Family("retrain_requests", "Retrain requests published by this consumer.", True),
     Family("model_swaps", "Batch-trained models swapped into this consumer.", True),
     Family(
-        "model_version", "Registry version of the live models (0: learned online from scratch).",
+        "model_version",
+        "Registry version of the live models (0: learned online from scratch).",
         False,
     ),
 )
@@ -130,8 +136,13 @@ def initial() -> Reading:
     out["events_consumed"] = {(t,): 0.0 for t in (*EVENT_TYPES, "invalid")}
     out["events_dead_lettered"] = {(k,): 0.0 for k in DEAD_LETTER_KINDS}
     out["events_filtered"] = {("bot",): 0.0}
-    for name in ("events_applied", "events_duplicate", "retrain_requests", "model_swaps",
-                 "model_version"):
+    for name in (
+        "events_applied",
+        "events_duplicate",
+        "retrain_requests",
+        "model_swaps",
+        "model_version",
+    ):
         out[name] = {(): 0.0}
     return out
 

@@ -32,14 +32,18 @@ class RetrainMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.retrains = Counter(
-            f"{PREFIX}_retrains", "Retrains finished, by outcome (accepted, rejected, failed).",
-            ["outcome"], registry=r,
+            f"{PREFIX}_retrains",
+            "Retrains finished, by outcome (accepted, rejected, failed).",
+            ["outcome"],
+            registry=r,
         )
         for outcome in ("accepted", "rejected", "failed"):
             self.retrains.labels(outcome)
         self.duration = Histogram(
-            f"{PREFIX}_retrain_duration_seconds", "Wall time of one retrain, history included.",
-            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r,
+            f"{PREFIX}_retrain_duration_seconds",
+            "Wall time of one retrain, history included.",
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
         )
         self.trials = Counter(
             f"{PREFIX}_retrain_trials", "Hyperparameter-search trials run.", registry=r
@@ -89,10 +93,12 @@ class PipelineMetrics:
         self.lag = Gauge(
             f"{PREFIX}_consumer_lag_messages",
             "Messages in the partition not yet consumed (high watermark - position).",
-            ["partition"], registry=r,
+            ["partition"],
+            registry=r,
         )
         self.checkpoints = Counter(
-            f"{PREFIX}_checkpoints", "Checkpoints written (model state + offsets).",
+            f"{PREFIX}_checkpoints",
+            "Checkpoints written (model state + offsets).",
             registry=r,
         )
         self.checkpoint_seconds = Histogram(

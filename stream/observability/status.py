@@ -157,20 +157,28 @@ def render(info: dict[str, Any]) -> str:
     lines: list[tuple[str, str]] = []
     lag = info["lag_by_partition"]
     parts = ", ".join(f"partition {k}: {_num(v)}" for k, v in sorted(lag.items()))
-    lines.append(("lag", f"{_num(info['consumer_lag_messages'])} messages" + (
-        f" ({parts})" if parts else "")))
+    lines.append(
+        (
+            "lag",
+            f"{_num(info['consumer_lag_messages'])} messages" + (f" ({parts})" if parts else ""),
+        )
+    )
     rate = info["events_per_second"]
-    lines.append((
-        "consumed",
-        f"{_num(info['events_consumed_total'])} messages"
-        + ("" if rate is None else f" ({rate:,.1f}/s)"),
-    ))
+    lines.append(
+        (
+            "consumed",
+            f"{_num(info['events_consumed_total'])} messages"
+            + ("" if rate is None else f" ({rate:,.1f}/s)"),
+        )
+    )
     lines.append(("applied", _num(info["events_applied_total"])))
     kinds = ", ".join(f"{k} {_num(v)}" for k, v in sorted(info["dead_letters_by_kind"].items()))
-    lines.append((
-        "dead-lettered",
-        _num(info["events_dead_lettered_total"]) + (f" ({kinds})" if kinds else ""),
-    ))
+    lines.append(
+        (
+            "dead-lettered",
+            _num(info["events_dead_lettered_total"]) + (f" ({kinds})" if kinds else ""),
+        )
+    )
     lines.append(("filtered", _num(info["events_filtered_total"])))
     lines.append(("duplicates", _num(info["events_duplicate_total"])))
     lines.append(("checkpoints", _num(info["checkpoints_total"])))
@@ -185,8 +193,9 @@ def render(info: dict[str, Any]) -> str:
         if name in info:
             lines.append((label, _num(info[name])))
     for detector, values in sorted(info.get("drift", {}).items()):
-        shown = ", ".join(f"{k} {_num(v, 4) if k != 'state' else _num(v)}"
-                          for k, v in values.items())
+        shown = ", ".join(
+            f"{k} {_num(v, 4) if k != 'state' else _num(v)}" for k, v in values.items()
+        )
         lines.append((f"drift {detector}", shown))
     width = max(len(k) for k, _ in lines)
     header = f"feedback-loop status of {info['url']}"

@@ -153,7 +153,9 @@ class ItemIndex:
         # The first build is a bulk load on every core; queries scan exactly until it is done.
         graph = hnswlib.Index(space="ip", dim=self.dim)
         graph.init_index(
-            max_elements=len(self._present), M=self.m, ef_construction=self.ef_construction,
+            max_elements=len(self._present),
+            M=self.m,
+            ef_construction=self.ef_construction,
             random_seed=self.seed,
         )
         rows = np.flatnonzero(self._present)

@@ -261,9 +261,7 @@ class Recommender:
                         return rows, [1.0] * k, ["popular"] * k
         return rows, [1.0] * len(rows), ["popular"] * len(rows)
 
-    def _random_slate(
-        self, k: int, seen: list[int]
-    ) -> tuple[list[int], list[float], list[Reason]]:
+    def _random_slate(self, k: int, seen: list[int]) -> tuple[list[int], list[float], list[Reason]]:
         n_eligible = self._eligible_count(seen)
         excluded = set(seen)
         rows: list[int] = []
@@ -344,9 +342,7 @@ class Recommender:
             if item.implicit_vector is not None:
                 x = item.implicit_bias or 0.0
                 if user is not None and user.implicit_vector is not None:
-                    x += float(
-                        np.array(user.implicit_vector).dot(np.array(item.implicit_vector))
-                    )
+                    x += float(np.array(user.implicit_vector).dot(np.array(item.implicit_vector)))
                 cf = _sigmoid(x)
             features = EngagementModel.features(
                 user.profile if user is not None else None, item.profile, context

@@ -146,8 +146,11 @@ class ServingState:
     ) -> None:
         self.candidates = candidates
         self._ann = {
-            "min_items": ann_min_items, "m": ann_m, "ef_construction": ann_ef_construction,
-            "tolerance": ann_tolerance, "seed": seed,
+            "min_items": ann_min_items,
+            "m": ann_m,
+            "ef_construction": ann_ef_construction,
+            "tolerance": ann_tolerance,
+            "seed": seed,
         }
         self.lock = threading.RLock()
         self._sync_lock = threading.Lock()
@@ -174,8 +177,11 @@ class ServingState:
     @classmethod
     def from_config(cls, cfg: ServingConfig) -> ServingState:
         return cls(
-            cfg.candidates, ann_min_items=cfg.ann_min_items, ann_m=cfg.ann_m,
-            ann_ef_construction=cfg.ann_ef_construction, ann_tolerance=cfg.ann_tolerance,
+            cfg.candidates,
+            ann_min_items=cfg.ann_min_items,
+            ann_m=cfg.ann_m,
+            ann_ef_construction=cfg.ann_ef_construction,
+            ann_tolerance=cfg.ann_tolerance,
             seed=cfg.seed,
         )
 
