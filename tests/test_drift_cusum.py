@@ -125,7 +125,11 @@ def first_decision(cfg: SimulatorConfig, n: int) -> tuple[int | None, int, list[
     500 events, as a consumer batch would), the event index of the first interaction, and
     every alarm raised."""
     sim = Simulator(cfg)
-    learner = FeedbackLearner(Settings())
+    # The decision itself, not the request that waits for the new regime's events.
+    s = Settings()
+    learner = FeedbackLearner(
+        s.model_copy(update={"retrain": s.retrain.model_copy(update={"after_drift_events": 0})})
+    )
     for p in sim.profiles():
         learner.apply(p)
     start = learner.counts.consumed
