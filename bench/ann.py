@@ -86,7 +86,11 @@ class Lib:
             from usearch.index import Index
 
             self.ix = Index(
-                ndim=dim, metric="ip", dtype="f32", connectivity=16, expansion_add=200,
+                ndim=dim,
+                metric="ip",
+                dtype="f32",
+                connectivity=16,
+                expansion_add=200,
                 expansion_search=ef,
             )
         else:
@@ -166,9 +170,15 @@ def run_lib(name: str, kind: str, n: int, dim: int, candidates: int, seed: int) 
         hits_after += len(set(got.tolist()) & set(truth.tolist()))
     ms = np.array(lat) * 1e3
     return {
-        "lib": name, "kind": kind, "build_s": build, "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)), "recall": hits / (K * len(users)),
-        "recall_after": hits_after / (K * 300), "upsert_ms": upsert * 1e3, "mem_mb": mem / 2**20,
+        "lib": name,
+        "kind": kind,
+        "build_s": build,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "recall": hits / (K * len(users)),
+        "recall_after": hits_after / (K * 300),
+        "upsert_ms": upsert * 1e3,
+        "mem_mb": mem / 2**20,
     }
 
 
@@ -181,9 +191,15 @@ def run_exact(kind: str, n: int, dim: int, seed: int) -> dict[str, Any]:
         lat.append(time.perf_counter() - t0)
     ms = np.array(lat) * 1e3
     return {
-        "lib": "numpy exact", "kind": kind, "build_s": 0.0,
-        "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-        "recall": 1.0, "recall_after": 1.0, "upsert_ms": 0.0, "mem_mb": items.nbytes / 2**20,
+        "lib": "numpy exact",
+        "kind": kind,
+        "build_s": 0.0,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "recall": 1.0,
+        "recall_after": 1.0,
+        "upsert_ms": 0.0,
+        "mem_mb": items.nbytes / 2**20,
     }
 
 
@@ -241,22 +257,36 @@ def recommender_bench(n: int, dim: int, seed: int, requests: int) -> str:
     genres = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "War", "Western"]
     n_users = 10_000
     raws = [
-        encode_record(ItemState(
-            f"i{i}", implicit_vector=tuple(items[i, :dim].astype(np.float64)),
-            implicit_bias=float(items[i, dim]), rating_bias=0.1, rating_vector=(0.0,) * dim,
-            profile={"genres": [genres[i % 8], genres[(i // 8) % 8]], "year": 1990},
-            interactions=int(rng.integers(0, 1000)),
-        ))
+        encode_record(
+            ItemState(
+                f"i{i}",
+                implicit_vector=tuple(items[i, :dim].astype(np.float64)),
+                implicit_bias=float(items[i, dim]),
+                rating_bias=0.1,
+                rating_vector=(0.0,) * dim,
+                profile={"genres": [genres[i % 8], genres[(i // 8) % 8]], "year": 1990},
+                interactions=int(rng.integers(0, 1000)),
+            )
+        )
         for i in range(n)
     ]
     for u in range(n_users):
-        raws.append(encode_record(UserState(
-            f"u{u}", rating_bias=0.0, rating_vector=(0.0,) * dim,
-            implicit_vector=tuple(users[u % 1000, :dim].astype(np.float64)),
-            profile={"age": int(rng.integers(18, 70)), "gender": "FM"[u % 2],
-                     "occupation": "other"},
-            seen=tuple(f"i{j}" for j in rng.choice(n, 20, replace=False)),
-        )))
+        raws.append(
+            encode_record(
+                UserState(
+                    f"u{u}",
+                    rating_bias=0.0,
+                    rating_vector=(0.0,) * dim,
+                    implicit_vector=tuple(users[u % 1000, :dim].astype(np.float64)),
+                    profile={
+                        "age": int(rng.integers(18, 70)),
+                        "gender": "FM"[u % 2],
+                        "occupation": "other",
+                    },
+                    seen=tuple(f"i{j}" for j in rng.choice(n, 20, replace=False)),
+                )
+            )
+        )
     raws.append(encode_record(ModelMeta(0, 1, True, time.time(), 0, 3.5, 1.0, 5.0)))
     gc.collect()
     before = rss_bytes()
@@ -290,8 +320,10 @@ def recommender_bench(n: int, dim: int, seed: int, requests: int) -> str:
     rows = [
         ("recommend, model, warm user", timed(warm("model"))),
         ("recommend, explore (eps 0.1), warm user", timed(warm("explore"))),
-        ("recommend, model, cold-start user",
-         timed(lambda r: rec.recommend(cold[r % 500], 10, "model"))),
+        (
+            "recommend, model, cold-start user",
+            timed(lambda r: rec.recommend(cold[r % 500], 10, "model")),
+        ),
         ("recommend, model, unknown user", timed(lambda r: rec.recommend(f"x{r}", 10, "model"))),
         ("recommend, popular", timed(warm("popular"))),
         ("recommend, random", timed(warm("random"))),
@@ -352,8 +384,11 @@ def main() -> None:
         rows = compare(args.items, args.dim, args.candidates, args.seed)
         parts += [table(rows), ""]
         thr = brute_threshold(args.dim, args.seed)
-        parts += ["Exact numpy top-10 p50 by catalogue size: "
-                  + ", ".join(f"{n:,}: {ms:.3f} ms" for n, ms in thr), ""]
+        parts += [
+            "Exact numpy top-10 p50 by catalogue size: "
+            + ", ".join(f"{n:,}: {ms:.3f} ms" for n, ms in thr),
+            "",
+        ]
     parts += [recommender_bench(args.items, args.dim, args.seed, args.requests), ""]
     parts += [
         "The library table builds every graph alike (M=16, ef_construction=200, one "

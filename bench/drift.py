@@ -109,8 +109,9 @@ def _profile(n: int, start: int | None, duration: int, before: float, after: flo
     return values
 
 
-def run_loss(task: tuple[str, dict[str, Any], str, float, float, int, int | None, int, int]
-             ) -> tuple[list[int], float]:
+def run_loss(
+    task: tuple[str, dict[str, Any], str, float, float, int, int | None, int, int],
+) -> tuple[list[int], float]:
     """One synthetic run; returns the alarm event indices and the seconds spent in the detector."""
     method, params, stream, before, after, n, start, duration, seed = task
     rng = np.random.default_rng(seed)
@@ -218,8 +219,9 @@ def run_simulator(label: str, cfg: SimulatorConfig, n: int, drift_at: int) -> Si
     reference = {
         d.name: list(d.reference or []) for d in dets if isinstance(d, DistributionDriftDetector)
     }
-    return SimRun(label, signals, monitor.snapshot(), reference, max_before, max_after, levels,
-                  seconds, n)
+    return SimRun(
+        label, signals, monitor.snapshot(), reference, max_before, max_after, levels, seconds, n
+    )
 
 
 def _sim_task(task: tuple[str, SimulatorConfig, int, int]) -> SimRun:
@@ -229,8 +231,9 @@ def _sim_task(task: tuple[str, SimulatorConfig, int, int]) -> SimRun:
 # -------------------------------------------------------------------------- data detectors
 
 
-def run_data(task: tuple[str, int, str, int, list[float], list[float] | None, int, int, int]
-             ) -> tuple[list[int], float]:
+def run_data(
+    task: tuple[str, int, str, int, list[float], list[float] | None, int, int, int],
+) -> tuple[list[int], float]:
     """Alarm indices and the largest statistic of one categorical stream."""
     name, k, method, window, p0, p1, n, change, seed = task
     rng = np.random.default_rng(seed)
@@ -271,14 +274,16 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
     eng = next(d.block_size for d in concept if d.name.startswith("engagement"))
     rat = next(d.block_size for d in concept if d.name.startswith("rating"))
     cusum = Settings().drift.cusum_block_size
-    window = next(d.window for d in ref.detectors.values()
-                  if isinstance(d, DistributionDriftDetector))
+    window = next(
+        d.window for d in ref.detectors.values() if isinstance(d, DistributionDriftDetector)
+    )
 
     def monitor_loop(method: str, data: list[Any]) -> Callable[[], None]:
         def run() -> None:
             f = getattr(configured_monitor(), method)
             for i, v in enumerate(data):
                 f(v, i)
+
         return run
 
     def detector_loop(factory: Callable[[], Any], data: list[Any]) -> Callable[[], None]:
@@ -286,6 +291,7 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
             up = factory().update
             for i, v in enumerate(data):
                 up(v, i)
+
         return run
 
     def empty() -> None:
@@ -294,27 +300,48 @@ def costs(n: int = 200_000) -> list[tuple[str, float]]:
 
     base = _timeit(empty, n)
     calls: list[tuple[str, Callable[[], None]]] = [
-        (f"`DriftMonitor.observe_engagement_loss` (3 River detectors, block {eng}, and the "
-         f"CUSUM, block {cusum})", monitor_loop("observe_engagement_loss", losses)),
-        ("`CusumDriftDetector.update`, block " + str(cusum),
-         detector_loop(functools.partial(CusumDriftDetector, "x", cusum), losses)),
-        (f"`DriftMonitor.observe_rating_error` (2 detectors, block {rat})",
-         monitor_loop("observe_rating_error", losses)),
+        (
+            f"`DriftMonitor.observe_engagement_loss` (3 River detectors, block {eng}, and the "
+            f"CUSUM, block {cusum})",
+            monitor_loop("observe_engagement_loss", losses),
+        ),
+        (
+            "`CusumDriftDetector.update`, block " + str(cusum),
+            detector_loop(functools.partial(CusumDriftDetector, "x", cusum), losses),
+        ),
+        (
+            f"`DriftMonitor.observe_rating_error` (2 detectors, block {rat})",
+            monitor_loop("observe_rating_error", losses),
+        ),
     ]
     for method in ("adwin", "page_hinkley", "kswin"):
-        calls.append((f"`LossDriftDetector.update`, {method}, block {eng}", detector_loop(
-            functools.partial(LossDriftDetector, "x", method, block_size=eng), losses)))
+        calls.append(
+            (
+                f"`LossDriftDetector.update`, {method}, block {eng}",
+                detector_loop(
+                    functools.partial(LossDriftDetector, "x", method, block_size=eng), losses
+                ),
+            )
+        )
     data_methods: tuple[DataMethod, ...] = ("psi", "js")
     for dm in data_methods:
-        calls.append((f"`DistributionDriftDetector.update`, {dm}, window {window}, 12 "
-                      "categories", detector_loop(
-                          functools.partial(DistributionDriftDetector, "x", 12, dm, window),
-                          cats)))
+        calls.append(
+            (
+                f"`DistributionDriftDetector.update`, {dm}, window {window}, 12 categories",
+                detector_loop(
+                    functools.partial(DistributionDriftDetector, "x", 12, dm, window), cats
+                ),
+            )
+        )
     calls += [
-        ("`DriftMonitor.observe_click_genre` (1 detector)",
-         monitor_loop("observe_click_genre", cats)),
-        ("`DriftMonitor.observe_dwell` (bucketing + 1 detector)",
-         monitor_loop("observe_dwell", dwell)),
+        (
+            "`DriftMonitor.observe_click_genre` (1 detector)",
+            monitor_loop("observe_click_genre", cats),
+        ),
+        (
+            "`DriftMonitor.observe_dwell` (bucketing + 1 detector)",
+            monitor_loop("observe_dwell", dwell),
+        ),
     ]
     return [(name, max(_timeit(fn, n) - base, 0.0)) for name, fn in calls]
 
@@ -351,8 +378,9 @@ def run_decisions(task: tuple[str, int, int, bool]) -> DecisionRun:
     """One seeded run; every alarm of the learner's monitor, in order (drained every event
     block: a signal keeps the event index it was raised at)."""
     population, seed, n, drift = task
-    cfg = SimulatorConfig(seed=seed, drift_at=DECISION_DRIFT_AT if drift else None,
-                          **POPULATIONS[population])
+    cfg = SimulatorConfig(
+        seed=seed, drift_at=DECISION_DRIFT_AT if drift else None, **POPULATIONS[population]
+    )
     sim = Simulator(cfg)
     learner = FeedbackLearner(Settings())
     for p in sim.profiles():
@@ -379,8 +407,16 @@ def run_decisions(task: tuple[str, int, int, bool]) -> DecisionRun:
         if k % 1000 == 999:
             signals.extend(monitor.drain())
     signals.extend(monitor.drain())
-    return DecisionRun(population, seed, start + DECISION_DRIFT_AT if drift else None, n,
-                       signals, top, time.perf_counter() - t, blocks)
+    return DecisionRun(
+        population,
+        seed,
+        start + DECISION_DRIFT_AT if drift else None,
+        n,
+        signals,
+        top,
+        time.perf_counter() - t,
+        blocks,
+    )
 
 
 # The policy before the calibrated CUSUM: one data alarm decided, nothing decided alone.
@@ -457,11 +493,13 @@ def decision_section(runs: list[DecisionRun], command: str, elapsed: float) -> s
                 missed += 1
             lines.append(
                 f"| {r.seed} | "
-                + (f"{_after(first.event_index, r.drift_at)} `{first.detector}`" if first
-                   else "none")
+                + (
+                    f"{_after(first.event_index, r.drift_at)} `{first.detector}`"
+                    if first
+                    else "none"
+                )
                 + " | "
-                + (f"{_after(dec[0].event_index, r.drift_at)} ({dec[0].reason})" if dec
-                   else "none")
+                + (f"{_after(dec[0].event_index, r.drift_at)} ({dec[0].reason})" if dec else "none")
                 + " | "
                 + (f"{_after(prev[0].event_index, r.drift_at)}" if prev else "none")
                 + f" | {early} | {r.seconds:.0f} |"
@@ -499,12 +537,18 @@ def decision_section(runs: list[DecisionRun], command: str, elapsed: float) -> s
             total_before += n_before
             alarms = ", ".join(f"`{k}`: {v}" for k, v in counts.items()) or "none"
             decs = "; ".join(f"@ {x.event_index:,} ({x.reason})" for x in dec) or "none"
-            lines.append(f"| {r.seed} | {alarms} | {r.max_cusum:.2f} | {decs} | {n_before} | "
-                         f"{r.seconds:.0f} |")
-        lines += ["", f"Stationary decisions: {total} in {len(stationary) * n / 1e6:.0f}M "
-                  f"events (before: {total_before}); largest CUSUM statistic "
-                  f"{max(r.max_cusum for r in stationary):.2f} (threshold "
-                  f"{d.cusum_threshold:g}).", ""]
+            lines.append(
+                f"| {r.seed} | {alarms} | {r.max_cusum:.2f} | {decs} | {n_before} | "
+                f"{r.seconds:.0f} |"
+            )
+        lines += [
+            "",
+            f"Stationary decisions: {total} in {len(stationary) * n / 1e6:.0f}M "
+            f"events (before: {total_before}); largest CUSUM statistic "
+            f"{max(r.max_cusum for r in stationary):.2f} (threshold "
+            f"{d.cusum_threshold:g}).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -526,9 +570,14 @@ def decisions_main(args: argparse.Namespace, command: str) -> None:
         if cache is not None:
             cache.write_bytes(pickle.dumps((runs, elapsed)))
     for r in runs:
-        print(r.population, r.seed, "drift" if r.drift_at else "stationary",
-              [(s.detector, s.event_index - (r.drift_at or 0)) for s in r.signals][:8],
-              f"{r.seconds:.0f}s", file=sys.stderr)
+        print(
+            r.population,
+            r.seed,
+            "drift" if r.drift_at else "stationary",
+            [(s.detector, s.event_index - (r.drift_at or 0)) for s in r.signals][:8],
+            f"{r.seconds:.0f}s",
+            file=sys.stderr,
+        )
     section = decision_section(runs, command, elapsed)
     if args.decisions_out is not None:
         args.decisions_out.write_text(section)
@@ -562,36 +611,62 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=300_000, help="simulator events per run")
     ap.add_argument("--seeds", type=int, default=10, help="seeds per synthetic scenario")
-    ap.add_argument("--stationary-events", type=int, default=5_000_000,
-                    help="events per seed of the stationary loss streams")
+    ap.add_argument(
+        "--stationary-events",
+        type=int,
+        default=5_000_000,
+        help="events per seed of the stationary loss streams",
+    )
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    ap.add_argument("--out-section", action="store_true",
-                    help="write the section into --out instead of printing it")
+    ap.add_argument(
+        "--out-section",
+        action="store_true",
+        help="write the section into --out instead of printing it",
+    )
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--decisions", action="store_true",
-                    help="only the retrain-decision runs: --seeds abrupt shifts per "
-                         "population and --seeds stationary runs through FeedbackLearner")
-    ap.add_argument("--decision-stationary-events", type=int, default=1_000_000,
-                    help="events per stationary seed of --decisions")
-    ap.add_argument("--decisions-out", type=Path, default=None,
-                    help="also write the --decisions markdown to this file")
-    ap.add_argument("--decision-runs", type=Path, default=None,
-                    help="pickle of the --decisions runs: read if it exists (the policy is "
-                         "replayed on the recorded alarms), else written")
+    ap.add_argument(
+        "--decisions",
+        action="store_true",
+        help="only the retrain-decision runs: --seeds abrupt shifts per "
+        "population and --seeds stationary runs through FeedbackLearner",
+    )
+    ap.add_argument(
+        "--decision-stationary-events",
+        type=int,
+        default=1_000_000,
+        help="events per stationary seed of --decisions",
+    )
+    ap.add_argument(
+        "--decisions-out",
+        type=Path,
+        default=None,
+        help="also write the --decisions markdown to this file",
+    )
+    ap.add_argument(
+        "--decision-runs",
+        type=Path,
+        default=None,
+        help="pickle of the --decisions runs: read if it exists (the policy is "
+        "replayed on the recorded alarms), else written",
+    )
     args = ap.parse_args()
     if args.events < 40_000:
         ap.error("--events must be at least 40000 (the drift starts half-way)")
     t0 = time.perf_counter()
     repo = Path(__file__).resolve().parent.parent
-    python = (".venv/bin/python" if Path(sys.executable).absolute().is_relative_to(repo / ".venv")
-              else "python")
+    python = (
+        ".venv/bin/python"
+        if Path(sys.executable).absolute().is_relative_to(repo / ".venv")
+        else "python"
+    )
     command = " ".join([python, "bench/drift.py", *sys.argv[1:]])
     if args.decisions:
         decisions_main(args, command)
         return
     monitor = configured_monitor()
-    window = next(d.window for d in monitor.detectors.values()
-                  if isinstance(d, DistributionDriftDetector))
+    window = next(
+        d.window for d in monitor.detectors.values() if isinstance(d, DistributionDriftDetector)
+    )
     concept = [d for d in monitor.detectors.values() if isinstance(d, LossDriftDetector)]
     data = [d for d in monitor.detectors.values() if isinstance(d, DistributionDriftDetector)]
 
@@ -599,19 +674,22 @@ def main() -> None:
     drift_at = n_sim // 2
     duration = n_sim // 6
     base = SimulatorConfig(seed=42, drift_share=0.5)
-    sim_tasks = [("no drift", base, n_sim, drift_at),
-                 ("abrupt", dataclasses.replace(base, drift_at=drift_at), n_sim, drift_at)]
+    sim_tasks = [
+        ("no drift", base, n_sim, drift_at),
+        ("abrupt", dataclasses.replace(base, drift_at=drift_at), n_sim, drift_at),
+    ]
     gradual_note = ""
     try:
-        sim_tasks.append(("gradual", gradual_config(base, drift_at, duration), n_sim,
-                          drift_at))
+        sim_tasks.append(("gradual", gradual_config(base, drift_at, duration), n_sim, drift_at))
     except RuntimeError as err:
         gradual_note = f"Gradual simulator run not done: {err}."
         print(gradual_note, file=sys.stderr)
 
     s_before, s_after, s_dec = (logit_shift_for(m) for m in (0.40, 0.48, 0.32))
-    cases = {"logloss": LossCase("logloss", s_before, s_after, s_dec),
-             "se": LossCase("se", 0.90, 1.00, 0.80)}
+    cases = {
+        "logloss": LossCase("logloss", s_before, s_after, s_dec),
+        "se": LossCase("se", 0.90, 1.00, 0.80),
+    }
     n_change, change = 200_000, 100_000
     ramp = {"logloss": 50_000, "se": 10_000}
     tasks: dict[tuple[str, str], list[Any]] = {}
@@ -622,16 +700,40 @@ def main() -> None:
         key = d.name
         tasks[(key, "stationary")] = [
             (d.method, params, case.stream, case.before, case.before, n_stat, None, 1, s)
-            for s in range(args.seeds)]
+            for s in range(args.seeds)
+        ]
         tasks[(key, "abrupt")] = [
             (d.method, params, case.stream, case.before, case.after, n_change, change, 1, 100 + s)
-            for s in range(args.seeds)]
+            for s in range(args.seeds)
+        ]
         tasks[(key, "gradual")] = [
-            (d.method, params, case.stream, case.before, case.after, n_change, change,
-             ramp[case.stream], 200 + s) for s in range(args.seeds)]
+            (
+                d.method,
+                params,
+                case.stream,
+                case.before,
+                case.after,
+                n_change,
+                change,
+                ramp[case.stream],
+                200 + s,
+            )
+            for s in range(args.seeds)
+        ]
         tasks[(key, "decrease")] = [
-            (d.method, params, case.stream, case.before, case.decrease, n_change, change, 1,
-             300 + s) for s in range(args.seeds)]
+            (
+                d.method,
+                params,
+                case.stream,
+                case.before,
+                case.decrease,
+                n_change,
+                change,
+                1,
+                300 + s,
+            )
+            for s in range(args.seeds)
+        ]
 
     with ProcessPoolExecutor(args.workers) as pool:
         sim_futures = [pool.submit(_sim_task, t) for t in sim_tasks]
@@ -650,13 +752,28 @@ def main() -> None:
             p1[used] = 0.5 * p0[used] + 0.5 * np.roll(p0[used], 1)
             data_tasks[(dd.name, "stationary")] = [
                 (dd.name, dd.n_categories, dd.method, window, p0.tolist(), None, n_data, 0, s)
-                for s in range(args.seeds)]
+                for s in range(args.seeds)
+            ]
             data_tasks[(dd.name, "abrupt")] = [
-                (dd.name, dd.n_categories, dd.method, window, p0.tolist(), p1.tolist(), 100_000,
-                 50_000, 100 + s) for s in range(args.seeds)]
+                (
+                    dd.name,
+                    dd.n_categories,
+                    dd.method,
+                    window,
+                    p0.tolist(),
+                    p1.tolist(),
+                    100_000,
+                    50_000,
+                    100 + s,
+                )
+                for s in range(args.seeds)
+            ]
             data_tasks[(dd.name, "shift")] = [(dd.divergence(p0, p1),)]
-        data_futures = {k: [pool.submit(run_data, t) for t in v]
-                        for k, v in data_tasks.items() if k[1] != "shift"}
+        data_futures = {
+            k: [pool.submit(run_data, t) for t in v]
+            for k, v in data_tasks.items()
+            if k[1] != "shift"
+        }
         data_results = {k: [f.result() for f in v] for k, v in data_futures.items()}
     cost_rows = costs()
     elapsed = time.perf_counter() - t0
@@ -670,7 +787,9 @@ def main() -> None:
         "Concept detectors sum losses into blocks and feed the block means, standardized by "
         "a 30-block warm-up, to River (" + _params_text(concept) + "); only loss increases "
         f"alarm. Data detectors compare tumbling windows of {window} observations with a "
-        "reference window (" + ", ".join(f"`{d.name}` > {d.threshold:g}" for d in data) + "). "
+        "reference window ("
+        + ", ".join(f"`{d.name}` > {d.threshold:g}" for d in data)
+        + "). "
         + _cusum_text(monitor),
         "",
         "### Synthetic loss streams",
@@ -705,7 +824,8 @@ def main() -> None:
         + ", ".join(
             f"`{d.name}` {sum(_delays([f for f, _ in loss_results[(d.name, s)]], change)[3] for s in ('abrupt', 'gradual'))}"  # noqa: E501
             for d in concept
-        ) + ".",
+        )
+        + ".",
         "",
         "### Data detectors on i.i.d. categorical streams",
         "",
@@ -747,11 +867,14 @@ def main() -> None:
         "|---|---|---|---|---:|",
     ]
     for run in sims:
-        alarms = "; ".join(
-            f"`{s.detector}` @ {s.event_index:,}"
-            + (f" (+{s.event_index - drift_at:,})" if s.event_index >= drift_at else "")
-            for s in run.signals
-        ) or "none"
+        alarms = (
+            "; ".join(
+                f"`{s.detector}` @ {s.event_index:,}"
+                + (f" (+{s.event_index - drift_at:,})" if s.event_index >= drift_at else "")
+                for s in run.signals
+            )
+            or "none"
+        )
         ll = " / ".join(f"{v[0]:.4f}" for v in run.levels)
         se = " / ".join(f"{v[1]:.3f}" for v in run.levels)
         lines.append(f"| {run.label} | {ll} | {se} | {alarms} | {run.seconds:.0f} |")
@@ -768,7 +891,8 @@ def main() -> None:
     for row in sims[0].snapshot:
         name = row["name"]
         cells = " | ".join(
-            f"{_fmt(r.max_before[name], 3)} / {_fmt(r.max_after[name], 3)}" for r in sims)
+            f"{_fmt(r.max_before[name], 3)} / {_fmt(r.max_after[name], 3)}" for r in sims
+        )
         lines.append(f"| `{name}` | {row['threshold']:.3g} | {cells} |")
     lines += [
         "",
@@ -795,10 +919,15 @@ def configured_monitor() -> DriftMonitor:
 def _params_text(concept: list[LossDriftDetector]) -> str:
     seen: dict[str, str] = {}
     for d in concept:
-        shown = {k: v for k, v in d.params.items() if k not in ("grace_period",
-                                                                 "min_window_length")}
-        seen.setdefault(d.method, ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                            for k, v in shown.items()))
+        shown = {
+            k: v for k, v in d.params.items() if k not in ("grace_period", "min_window_length")
+        }
+        seen.setdefault(
+            d.method,
+            ", ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+            ),
+        )
     return "; ".join(f"{m}: {p}" for m, p in seen.items())
 
 

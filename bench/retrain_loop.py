@@ -12,7 +12,7 @@ points, accepted models swapped in as the consumer swaps them):
 
 Streams: MovieLens-100K in timestamp order (ratings: RMSE/MAE over the whole stream and its
 last 20%) and the seeded simulator with an abrupt taste shift (also log loss, AUC and
-recall@10). ``--drift-seeds N`` adds the drift runs over N seeds: first decision after the
+recall@10). ``--drift-seeds N`` adds the drift runs over N seeds: retrain request after the
 shift, whether the post-drift retrain was accepted, and how long the click log loss takes
 to come back to its pre-drift level with and without the retrain::
 
@@ -231,7 +231,7 @@ def arms_table(rows: Iterable[tuple[str, dict[str, Any]]], clicks: bool) -> list
 
 def drift_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| seed | first decision after shift | retrain (confidence) | log loss after shift,"
+        "| seed | retrain requested after shift | retrain (confidence) | log loss after shift,"
         " online / loop | recovered (online) | recovered (loop) |",
         "|---|---|---|---|---|---|",
     ]
@@ -392,7 +392,7 @@ def main() -> None:
             "",
             *drift_table(drift_runs),
             "",
-            f"Median first decision +{statistics.median(delays):,.0f} messages after the shift, "
+            f"Median retrain request +{statistics.median(delays):,.0f} messages after the shift, "
             f"{missed} missed; post-drift retrain accepted in {accepted} of {len(drift_runs)}; "
             f"the loop recovered sooner than online only in {faster} of {len(drift_runs)}.",
         ]

@@ -68,8 +68,10 @@ def bench_settings(bootstrap: str, state_dir: Path) -> Settings:
     return Settings(
         bootstrap_servers=bootstrap,
         topics=Topics(
-            events=f"{tag}.events", dead_letters=f"{tag}.dead-letters",
-            control=f"{tag}.control", model_state=f"{tag}.model-state",
+            events=f"{tag}.events",
+            dead_letters=f"{tag}.dead-letters",
+            control=f"{tag}.control",
+            model_state=f"{tag}.model-state",
         ),
         consumer=ConsumerConfig(group_id=f"bench-{tag}", state_dir=state_dir),
     )
@@ -84,25 +86,48 @@ def synthetic_records(n_items: int, n_users: int, seed: int = 42) -> Iterator[tu
     for i in range(n_items):
         rv, iv = rng.normal(0, 0.1, FACTORS), rng.normal(0, 0.3, FACTORS)
         genres = [GENRES[g] for g in rng.choice(len(GENRES), 2, replace=False)]
-        yield encode_record(ItemState(
-            f"i{i:07d}", float(rng.normal(0, 0.2)), tuple(rv.tolist()), float(rng.normal(0, 0.2)),
-            tuple(iv.tolist()), {"genres": genres, "year": 1990 + i % 30},
-            int(rng.zipf(1.5)) % 10_000,
-        ))
+        yield encode_record(
+            ItemState(
+                f"i{i:07d}",
+                float(rng.normal(0, 0.2)),
+                tuple(rv.tolist()),
+                float(rng.normal(0, 0.2)),
+                tuple(iv.tolist()),
+                {"genres": genres, "year": 1990 + i % 30},
+                int(rng.zipf(1.5)) % 10_000,
+            )
+        )
     for u in range(n_users):
         rv, iv = rng.normal(0, 0.1, FACTORS), rng.normal(0, 0.3, FACTORS)
         seen = tuple(f"i{j:07d}" for j in rng.integers(0, n_items, 20))
-        profile = {"age": int(rng.integers(18, 70)), "gender": "F" if u % 2 else "M",
-                   "occupation": "engineer"}
-        yield encode_record(UserState(
-            f"u{u:07d}", float(rng.normal(0, 0.2)), tuple(rv.tolist()), tuple(iv.tolist()),
-            profile, seen,
-        ))
+        profile = {
+            "age": int(rng.integers(18, 70)),
+            "gender": "F" if u % 2 else "M",
+            "occupation": "engineer",
+        }
+        yield encode_record(
+            UserState(
+                f"u{u:07d}",
+                float(rng.normal(0, 0.2)),
+                tuple(rv.tolist()),
+                tuple(iv.tolist()),
+                profile,
+                seen,
+            )
+        )
     yield encode_record(EngagementState({"cf_logit": 1.0}, -1.0))
-    yield encode_record(ModelMeta(
-        version=0, sequence=1, snapshot=True, published_at=time.time(), consumed=n_items,
-        global_mean=3.5, rating_min=1.0, rating_max=5.0,
-    ))
+    yield encode_record(
+        ModelMeta(
+            version=0,
+            sequence=1,
+            snapshot=True,
+            published_at=time.time(),
+            consumed=n_items,
+            global_mean=3.5,
+            rating_min=1.0,
+            rating_max=5.0,
+        )
+    )
 
 
 def publish_state(settings: Settings, n_items: int, n_users: int) -> float:
@@ -151,7 +176,10 @@ def serve_process(settings: Settings, port: int) -> Iterator[subprocess.Popen[by
     env = {**os.environ, **settings_env(settings)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.app", "serve", "--port", str(port), "--log-level", "WARNING"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield proc
@@ -201,7 +229,8 @@ class Connection:
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
         length = next(
-            int(line.split(b":", 1)[1]) for line in lines[1:]
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
             if line.lower().startswith(b"content-length:")
         )
         while len(self.buf) < length:
@@ -278,9 +307,20 @@ def freshness(bootstrap: str, tmp: Path, n: int) -> dict[str, Any]:
     assert pub.flush().failed == 0
     env = {**os.environ, **settings_env(settings)}
     consumer = subprocess.Popen(
-        [sys.executable, "-m", "cli.app", "consume", "--metrics-port", "0",
-         "--log-level", "WARNING"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "cli.app",
+            "consume",
+            "--metrics-port",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     port = free_port()
     samples: list[float] = []
@@ -317,8 +357,11 @@ def freshness(bootstrap: str, tmp: Path, n: int) -> dict[str, Any]:
                     iid = sim.item_ids[int(rng.integers(len(sim.item_ids)))]
                     before = rating_of(uid, iid)
                 event = RatingEvent(
-                    event_id=f"fresh-{i}-{uuid.uuid4().hex[:6]}", user_id=uid, item_id=iid,
-                    ts=time.time(), rating=1.0 if before > 3 else 5.0,
+                    event_id=f"fresh-{i}-{uuid.uuid4().hex[:6]}",
+                    user_id=uid,
+                    item_id=iid,
+                    ts=time.time(),
+                    rating=1.0 if before > 3 else 5.0,
                 )
                 t0 = time.perf_counter()
                 pub.publish(event)  # librdkafka sends it within linger.ms (5 ms)
@@ -438,8 +481,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--requests", type=int, default=2000, help="Per client at 1 client.")
     ap.add_argument("--fresh", type=int, default=30, help="Events for the freshness test.")
-    ap.add_argument("--out-section", action="store_true",
-                    help="Rewrite the serving section of BENCHMARKS.md.")
+    ap.add_argument(
+        "--out-section", action="store_true", help="Rewrite the serving section of BENCHMARKS.md."
+    )
     args = ap.parse_args()
     command = " ".join([".venv/bin/python", "bench/serving.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory() as tmp:

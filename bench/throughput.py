@@ -89,8 +89,10 @@ def end_to_end(raws: list[bytes], repeats: int) -> dict[str, Any]:
             settings = Settings(
                 bootstrap_servers=bootstrap,
                 topics=Topics(
-                    events=f"{tag}.events", dead_letters=f"{tag}.dlq",
-                    control=f"{tag}.control", model_state=f"{tag}.model-state",
+                    events=f"{tag}.events",
+                    dead_letters=f"{tag}.dlq",
+                    control=f"{tag}.control",
+                    model_state=f"{tag}.model-state",
                 ),
                 consumer=ConsumerConfig(
                     group_id=f"bench-{tag}", state_dir=Path(tempfile.mkdtemp())
@@ -122,7 +124,9 @@ def publishing_cost(raws: list[bytes], pairs: int) -> dict[str, Any]:
         bootstrap = broker.bootstrap_servers
         tag = uuid.uuid4().hex[:8]
         topics = Topics(
-            events=f"{tag}.events", dead_letters=f"{tag}.dlq", control=f"{tag}.control",
+            events=f"{tag}.events",
+            dead_letters=f"{tag}.dlq",
+            control=f"{tag}.control",
             model_state=f"{tag}.model-state",
         )
         ensure_topics(bootstrap, topics)
@@ -151,42 +155,52 @@ def publishing_cost(raws: list[bytes], pairs: int) -> dict[str, Any]:
                 if consumer.state_stream is not None:
                     stream = consumer.state_stream
                     publications.append((stream.publications, stream.records))
-                print(f"  publish_state={publish}: {result.events_per_second:,.0f} events/s",
-                      file=sys.stderr)
+                print(
+                    f"  publish_state={publish}: {result.events_per_second:,.0f} events/s",
+                    file=sys.stderr,
+                )
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
     return {
-        "on": rates[True], "off": rates[False], "median_on": on, "median_off": off,
-        "cost": 1.0 - on / off, "publications": publications,
+        "on": rates[True],
+        "off": rates[False],
+        "median_on": on,
+        "median_off": off,
+        "cost": 1.0 - on / off,
+        "publications": publications,
     }
 
 
 def publishing_section(raws: list[bytes], cost: dict[str, Any], cmd: str) -> str:
     pubs, records = zip(*cost["publications"], strict=True)
     s = Settings().serving
-    return "\n".join([
-        "## Consumer throughput with and without model-state publishing",
-        "",
-        f"Machine: {machine()}.",
-        f"Command: `{cmd}`.",
-        "",
-        f"{len(raws):,} messages pre-loaded into one topic of the embedded broker; "
-        f"{len(cost['on'])} runs of each setting in the same process, alternating which goes "
-        "first; every run a fresh consumer from the start of the topic, timed from its first "
-        "message to the end of its final checkpoint (and, when publishing, the final snapshot "
-        f"and flush). Default cadence: changes every {s.publish_every_seconds:g} s or "
-        f"{s.publish_every_events:,} events, a snapshot at every checkpoint.",
-        "",
-        "| `serving.publish_state` | events/s (median) | all runs |",
-        "|---|---:|---|",
-        f"| off | {cost['median_off']:,.0f} | " + ", ".join(f"{r:,.0f}" for r in cost["off"])
-        + " |",
-        f"| on | {cost['median_on']:,.0f} | " + ", ".join(f"{r:,.0f}" for r in cost["on"])
-        + " |",
-        "",
-        f"Publishing costs **{cost['cost']:.1%}** of the median throughput (target: at most "
-        f"10%); a run published {statistics.median(pubs):.0f} times, "
-        f"{statistics.median(records):,.0f} records (median).",
-    ])
+    return "\n".join(
+        [
+            "## Consumer throughput with and without model-state publishing",
+            "",
+            f"Machine: {machine()}.",
+            f"Command: `{cmd}`.",
+            "",
+            f"{len(raws):,} messages pre-loaded into one topic of the embedded broker; "
+            f"{len(cost['on'])} runs of each setting in the same process, alternating which goes "
+            "first; every run a fresh consumer from the start of the topic, timed from its first "
+            "message to the end of its final checkpoint (and, when publishing, the final snapshot "
+            f"and flush). Default cadence: changes every {s.publish_every_seconds:g} s or "
+            f"{s.publish_every_events:,} events, a snapshot at every checkpoint.",
+            "",
+            "| `serving.publish_state` | events/s (median) | all runs |",
+            "|---|---:|---|",
+            f"| off | {cost['median_off']:,.0f} | "
+            + ", ".join(f"{r:,.0f}" for r in cost["off"])
+            + " |",
+            f"| on | {cost['median_on']:,.0f} | "
+            + ", ".join(f"{r:,.0f}" for r in cost["on"])
+            + " |",
+            "",
+            f"Publishing costs **{cost['cost']:.1%}** of the median throughput (target: at most "
+            f"10%); a run published {statistics.median(pubs):.0f} times, "
+            f"{statistics.median(records):,.0f} records (median).",
+        ]
+    )
 
 
 def learner_only(raws: list[bytes]) -> float:
@@ -307,9 +321,11 @@ def main() -> None:
         "| what | events/s (best) | all runs |",
         "|---|---:|---|",
         f"| feedback-loop consumer (`FeedbackConsumer`) | {max(e2e['consumer']):,.0f} | "
-        + ", ".join(f"{r:,.0f}" for r in e2e["consumer"]) + " |",
+        + ", ".join(f"{r:,.0f}" for r in e2e["consumer"])
+        + " |",
         f"| raw confluent-kafka consume, no decoding | {max(e2e['raw']):,.0f} | "
-        + ", ".join(f"{r:,.0f}" for r in e2e["raw"]) + " |",
+        + ", ".join(f"{r:,.0f}" for r in e2e["raw"])
+        + " |",
         f"| `FeedbackLearner.process` alone, no broker | {alone:,.0f} | |",
         "",
         "## Rating model: cost per event and prequential RMSE, same stream, same run",
@@ -327,8 +343,7 @@ def main() -> None:
     for label, cmp, n in streams:
         for model, r in cmp.items():
             lines.append(
-                f"| {label} ({n:,} ratings) | {model} | {r['rmse']:.4f} | "
-                f"{r['us_per_event']:.2f} |"
+                f"| {label} ({n:,} ratings) | {model} | {r['rmse']:.4f} | {r['us_per_event']:.2f} |"
             )
     if evaluate_rmse is not None:
         lines += [
