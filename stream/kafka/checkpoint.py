@@ -96,19 +96,36 @@ class CheckpointStore:
             "offsets": dict(offsets),
             "saved_at": time.time(),
         }
-        with open(tmp, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            # A full disk (or any failed write) must not leave a partial file behind: it
+            # would hold the space, and every restart would fail the same way.
+            tmp.unlink(missing_ok=True)
+            raise
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete the temporary files of writes that never finished (a process killed while
+        saving); return them. Only the consumer owning this directory saves into it."""
+        stale = sorted(self.directory.glob(f"{self.path.stem}.tmp-*"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def load(self) -> SavedCheckpoint | None:
-        """The saved checkpoint, or None when there is none yet."""
+        """The saved checkpoint, or None when there is none yet (stale temporary files of
+        unfinished saves are removed first)."""
+        if self.directory.is_dir():
+            self.remove_stale_temps()
         if not self.path.exists():
             return None
         try:
