@@ -23,21 +23,18 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.movielens import MovieLensUnavailable, movielens_100k  # noqa: E402
 from bench.report import machine  # noqa: E402
+from consumers.evaluate import record_bytes  # noqa: E402
 from producers.replay import open_source  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
 from stream.config import ConsumerConfig, ModelConfig, Settings  # noqa: E402
 from stream.evaluation import BinaryScore  # noqa: E402
 from stream.events import (  # noqa: E402
     Admission,
-    BaseEvent,
     ClickEvent,
     ImpressionEvent,
     InteractionEvent,
@@ -86,15 +83,6 @@ def bundles(settings: Settings) -> dict[str, ModelBundle]:
     return out
 
 
-def wire_bytes(record: BaseEvent | dict[str, Any] | bytes) -> bytes:
-    """A replay record as the bytes a consumer would read (as `feedback-loop evaluate`)."""
-    if isinstance(record, bytes):
-        return record
-    if isinstance(record, dict):
-        return orjson.dumps(record)
-    return encode_event(record)
-
-
 def bench_settings(seed: int) -> Settings:
     # The bot filter is the consumer's defence against inhuman rates; MovieLens users rate
     # many titles a minute, and this bench measures models, so it admits every rating.
@@ -123,7 +111,7 @@ def movielens(path: Path, seed: int, first: int) -> dict[str, RatingRun]:
     runs = {arm: RatingRun() for arm in ARMS}
     seen_user: dict[str, int] = {}
     seen_item: dict[str, int] = {}
-    records = map(wire_bytes, open_source(path, "movielens-100k").records())
+    records = map(record_bytes, open_source(path, "movielens-100k").records())
     for admission, event in admitted(settings, records):
         if not isinstance(event, RatingEvent):
             continue

@@ -34,9 +34,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cold_start import wire_bytes  # noqa: E402
 from bench.movielens import movielens_100k  # noqa: E402
 from bench.report import machine, replace_section  # noqa: E402
+from consumers.evaluate import record_bytes  # noqa: E402
 from consumers.offline_loop import OfflineLoop, RetrainSchedule  # noqa: E402
 from producers.replay import open_source  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
@@ -159,7 +159,7 @@ def run_arm(
 
 
 def movielens_records() -> list[bytes]:
-    return [wire_bytes(r) for r in open_source(movielens_100k(), "movielens-100k").records()]
+    return [record_bytes(r) for r in open_source(movielens_100k(), "movielens-100k").records()]
 
 
 def simulator_records(seed: int, n: int, drift_at: int, share: float) -> tuple[list[bytes], int]:

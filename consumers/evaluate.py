@@ -24,7 +24,8 @@ from stream.events import BaseEvent, encode_event
 from stream.learner import FeedbackLearner
 
 
-def _to_bytes(record: BaseEvent | dict[str, Any] | bytes) -> bytes:
+def record_bytes(record: BaseEvent | dict[str, Any] | bytes) -> bytes:
+    """A replay record as the bytes a consumer would read."""
     if isinstance(record, bytes):
         return record
     if isinstance(record, dict):
@@ -55,7 +56,7 @@ def evaluate_records(
     started = time.perf_counter()
     try:
         for i, record in enumerate(records, 1):
-            raw = _to_bytes(record)
+            raw = record_bytes(record)
             rejection = process(raw)
             if rejection is not None and sink is not None:
                 sink.write(

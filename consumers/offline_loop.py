@@ -38,7 +38,7 @@ from stream.config import Settings
 from stream.drift import Decision
 from stream.events import InteractionEvent, ModelPublished, Rejection, RetrainFailed
 from stream.learner import FeedbackLearner
-from stream.lifecycle import HoldoutLosses, TrainingData, retrain
+from stream.lifecycle import HoldoutLosses, TrainingData, retrain_with
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class OfflineLoop:
 
     def retrain(self, decision: Decision) -> None:
         """Run the retrainer's code on the history learned so far; swap if accepted."""
-        learner, cfg = self.learner, self.settings.retrain
+        learner = self.learner
         life, n = learner.lifecycle, learner.counts.consumed
         request = life.request(decision, {0: n}, n)
         # The frozen reference is the batch model whatever the hold-out says.
@@ -145,18 +145,7 @@ class OfflineLoop:
         data = TrainingData(self.history, learner.users, learner.items)
         record: dict[str, Any] = {"event_index": n, "reason": decision.reason}
         try:
-            out = retrain(
-                data,
-                base=self.settings.model,
-                limits=self.settings.limits,
-                holdout=cfg.holdout_events,
-                validation=cfg.validation_events,
-                n_trials=cfg.trials,
-                seed=self.settings.model.seed,
-                champion=champion,
-                min_improvement=cfg.min_improvement,
-                min_confidence=cfg.min_confidence,
-            )
+            out = retrain_with(self.settings, data, champion)
         except (ValueError, RuntimeError) as err:
             log.warning("retrain at %d failed: %s", n, err)
             life.failed(RetrainFailed(request_id=request.request_id, error=str(err)), n)

@@ -20,7 +20,7 @@ from stream.events import ModelPublished, RetrainFailed, RetrainRequest, decode_
 from stream.kafka import clients
 from stream.kafka.control import publish_control
 from stream.kafka.history import read_history
-from stream.lifecycle import HoldoutLosses, ModelRegistry, TrainingData, retrain
+from stream.lifecycle import HoldoutLosses, ModelRegistry, TrainingData, retrain_with
 from stream.observability.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
@@ -128,19 +128,12 @@ class RetrainWorker:
                 self.metrics.trials.inc()
                 self.metrics.trial_score.set(value)
 
-        outcome = retrain(
+        outcome = retrain_with(
+            self.settings,
             data,
-            base=self.settings.model,
-            limits=self.settings.limits,
-            holdout=cfg.holdout_events,
-            validation=cfg.validation_events,
-            n_trials=cfg.trials,
-            seed=self.settings.model.seed,
-            champion=HoldoutLosses.from_dict(request.champion),
+            HoldoutLosses.from_dict(request.champion),
             on_trial=on_trial,
             timeout_seconds=cfg.timeout_seconds,
-            min_improvement=cfg.min_improvement,
-            min_confidence=cfg.min_confidence,
         )
         summary = outcome.as_dict()
         if self.metrics is not None:

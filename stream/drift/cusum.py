@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+from stream.drift.concept import BlockMeans
 from stream.drift.signals import Kind, Signal
 
 __all__ = ["CusumDriftDetector"]
@@ -25,7 +26,7 @@ _MEAN_ABS_DIFF = 2.0 / math.sqrt(math.pi)
 _SQRT2 = math.sqrt(2.0)
 
 
-class CusumDriftDetector:
+class CusumDriftDetector(BlockMeans):
     """Concept drift: a calibrated one-sided CUSUM of a loss's standardized block means.
 
     Losses are summed into blocks of ``block_size``. After each (re)start the first
@@ -107,18 +108,6 @@ class CusumDriftDetector:
         self._sigma = 1.0
         self._last = 0.0
         self._warmup: list[float] | None = []
-
-    # -- hot path ---------------------------------------------------------------------------
-    def update(self, loss: float, event_index: int) -> Signal | None:
-        """Account one loss; return a :class:`Signal` if the block it completes raises an alarm."""
-        self._sum += loss
-        self._count += 1
-        if self._count < self.block_size:
-            return None
-        mean = self._sum / self._count
-        self._sum = 0.0
-        self._count = 0
-        return self.update_block(mean, event_index)
 
     # -- once per block -----------------------------------------------------------------------
     def update_block(self, mean: float, event_index: int) -> Signal | None:

@@ -4,7 +4,7 @@ from stream.lifecycle.holdout import NO_LOSS, HoldoutWindow
 from stream.lifecycle.model_lifecycle import ModelLifecycle
 from stream.lifecycle.records import AlarmRecord, RetrainAnswer, RetrainRecord, SwapRecord
 from stream.lifecycle.registry import ModelRegistry, ModelVersion, RegistryError
-from stream.lifecycle.retrain import RetrainOutcome, retrain
+from stream.lifecycle.retrain import RetrainOutcome, retrain, retrain_with
 from stream.lifecycle.scoring import (
     HoldoutLosses,
     References,
@@ -49,5 +49,6 @@ __all__ = [
     "prequential_losses",
     "quality_loss",
     "retrain",
+    "retrain_with",
     "suggest_params",
 ]

@@ -23,7 +23,7 @@ returned bundle is up to date with the end of ``data`` and the caller only has t
 arrived since.
 
 >>> from producers.simulator import Simulator, SimulatorConfig
->>> from stream.config import Limits, ModelConfig
+>>> from stream.config import Limits, ModelConfig, Settings
 >>> sim = Simulator(SimulatorConfig(n_users=40, n_items=30, seed=3))
 >>> data = TrainingData.from_events([*sim.profiles(), *sim.events(1500)])
 >>> len(data.events), len(data.users), len(data.items)
@@ -48,7 +48,7 @@ from typing import Any
 
 import optuna
 
-from stream.config import Limits, ModelConfig
+from stream.config import Limits, ModelConfig, Settings
 from stream.lifecycle.scoring import (
     HoldoutLosses,
     References,
@@ -66,7 +66,7 @@ from stream.lifecycle.search import (
 from stream.lifecycle.training import TrainingData, refit_implicit, refit_ratings, train_window
 from stream.models import ModelBundle
 
-__all__ = ["RetrainOutcome", "retrain"]
+__all__ = ["RetrainOutcome", "retrain", "retrain_with"]
 
 
 # -- outcome -------------------------------------------------------------------------------
@@ -305,6 +305,31 @@ def retrain(
         trial_values=[float(t.value) for t in done if t.value is not None],
         confidence=confidence,
         min_confidence=min_confidence,
+    )
+
+
+def retrain_with(
+    settings: Settings,
+    data: TrainingData,
+    champion: HoldoutLosses | None,
+    **options: Any,
+) -> RetrainOutcome:
+    """:func:`retrain` with the model, limits, split, search size, seed and acceptance rule
+    of ``settings`` (the one place they map onto it); ``options``: ``on_trial``,
+    ``timeout_seconds``."""
+    cfg = settings.retrain
+    return retrain(
+        data,
+        base=settings.model,
+        limits=settings.limits,
+        holdout=cfg.holdout_events,
+        validation=cfg.validation_events,
+        n_trials=cfg.trials,
+        seed=settings.model.seed,
+        champion=champion,
+        min_improvement=cfg.min_improvement,
+        min_confidence=cfg.min_confidence,
+        **options,
     )
 
 
