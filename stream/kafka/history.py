@@ -1,9 +1,13 @@
 """Event history for batch retraining and for catching a swapped model up.
 
-The history is the events topic itself, read from the beginning up to given offsets and put
+The history is the archive of admitted events (:mod:`stream.kafka.archive`, when enabled),
+then the events topic from the first offset after the archive up to given offsets, put
 through the live learner's own gate (:class:`~stream.events.Admission`: validation,
-de-duplication, known ids, bot filter). So the retrainer trains on exactly the events the
-live models learned, in the same order, with the same profiles.
+de-duplication, known ids, bot filter). Archived events were admitted by that gate already:
+they are kept as they are, with the index the learner gave them, and the gate remembers them
+(ids, bot activity, profiles) so the messages after the archive are judged as live. So the
+retrainer trains on exactly the events the live models learned, in the same order, with the
+same profiles, also when the broker lost or expired the older part of the topic.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from stream.config import Settings
-from stream.events import Admission, Counts, InteractionEvent
+from stream.events import Admission, Counts, Event, InteractionEvent, decode_event
 from stream.kafka import clients
+from stream.kafka.archive import EventArchive, archive_directory
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,29 @@ class HistoryCollector:
             self.events.append(event)
             self.indexes.append(self.admission.counts.consumed - 1)
 
+    def add_admitted(self, event: Event, index: int) -> None:
+        """An event the live gate admitted as the ``index``-th message (from the archive):
+        kept as it is, and remembered like the gate remembers it."""
+        gate = self.admission
+        gate.seen.add(event.event_id)
+        if isinstance(event, InteractionEvent):
+            gate.bots.is_bot(event.user_id, event.ts)
+            self.events.append(event)
+            self.indexes.append(index)
+        else:
+            gate.profiles.add(event)  # type: ignore[arg-type]  # a profile
+
+    def read_archive(self, archive: EventArchive, end_offsets: dict[int, int]) -> dict[int, int]:
+        """Collect the archived events below ``end_offsets``; the counts become the live
+        learner's after them. Return the next offset after the archive per partition."""
+        found = archive.read(end_offsets)
+        limits = self.admission.limits
+        for e in found.events:
+            self.add_admitted(decode_event(e.raw, limits), e.event_index)
+        if found.counts:
+            self.admission.counts = Counts(**found.counts)
+        return found.ends
+
 
 def read_history(
     bootstrap_servers: str,
@@ -72,14 +100,22 @@ def read_history(
     on_progress: Callable[[int], Any] | None = None,
     timeout: float = 600.0,
 ) -> HistoryCollector:
-    """Read the events topic from the start up to ``end_offsets`` (exclusive) and filter it."""
+    """Read the history up to ``end_offsets`` (exclusive): the archive (when enabled), then
+    the events topic from where it ends, filtered like the live learner."""
     topic = settings.topics.events
     collector = HistoryCollector(settings)
-    todo = {p: end for p, end in end_offsets.items() if end > 0}
+    starts: dict[int, int] = {}
+    if settings.archive.enabled:
+        starts = collector.read_archive(EventArchive(archive_directory(settings)), end_offsets)
+    todo = {p: end for p, end in end_offsets.items() if end > starts.get(p, 0)}
     if not todo:
         return collector
     consumer = clients.reader(bootstrap_servers, "history", partition_eof=True, bulk=True)
-    consumer.assign([TopicPartition(topic, p, 0) for p in sorted(todo)])
+    ranges = _available(consumer, topic, starts, todo)
+    todo = {p: end for p, (_start, end) in ranges.items()}
+    consumer.assign(
+        [TopicPartition(topic, p, start) for p, (start, _end) in sorted(ranges.items())]
+    )
     process, deadline = collector.process, time.monotonic() + timeout
     try:
         while todo:
@@ -100,3 +136,39 @@ def read_history(
     finally:
         consumer.close()
     return collector
+
+
+def _available(
+    consumer: Any, topic: str, starts: dict[int, int], todo: dict[int, int]
+) -> dict[int, tuple[int, int]]:
+    """The (start, end) of ``todo`` the topic still holds, per partition; what it lost is
+    logged as an error (waiting for it would never end)."""
+    out = {}
+    for p, end in todo.items():
+        start = starts.get(p, 0)
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        except KafkaException as err:
+            log.error(
+                "history: %s[%d] unreadable (%s); offsets %d..%d missing",
+                topic,
+                p,
+                err,
+                start,
+                end - 1,
+            )
+            continue
+        if low > start or high < end:
+            log.error(
+                "history: %s[%d] holds offsets %d..%d, offsets %d..%d asked for (not archived);"
+                " the rest is missing",
+                topic,
+                p,
+                low,
+                high - 1,
+                start,
+                end - 1,
+            )
+        if min(high, end) > max(low, start):
+            out[p] = (max(low, start), min(high, end))
+    return out
