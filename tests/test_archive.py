@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from consumers.loop import FeedbackConsumer
+from producers.replay import open_source
 from stream.config import ArchiveConfig, Settings
 from stream.events import Admission
 from stream.kafka.archive import EventArchive, archive_directory
 from stream.kafka.broker import EmbeddedBroker, ensure_topics
 from stream.kafka.checkpoint import CommitStep, Crash, CrashAt
 from stream.kafka.history import read_history
+from stream.kafka.publisher import EventPublisher
 from tests.helpers import derived, isolated_settings, publish_stream, read_topic
 
 pytestmark = pytest.mark.integration
@@ -154,3 +156,25 @@ def test_purge_user_rewrites_the_files_without_them(published: Settings, tmp_pat
     assert user not in set(after["user_id"]) and len(after) == len(frame) - theirs
     assert [f.name for f in archive.files()] == names
     assert archive.purge_user(user) == 0
+
+
+def test_replay_of_the_archive_gives_the_same_history(published: Settings, tmp_path: Path) -> None:
+    settings, ends = own_state(published, tmp_path), end_offsets(published)
+    consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "")
+    consumer.stop_at(ends)
+    consumer.run()
+    source = open_source(archive_directory(settings))  # a directory: the archive format
+    assert source.format == "archive"
+    bootstrap = settings.bootstrap_servers or ""
+    fresh = isolated_settings(bootstrap, tmp_path / "replayed")
+    fresh = fresh.model_copy(update={"archive": ArchiveConfig(enabled=False)})
+    ensure_topics(bootstrap, fresh.topics)
+    pub = EventPublisher(bootstrap, fresh.topics.events)
+    for record in source.records():
+        pub.publish(record)
+    stats = pub.flush()
+    original = read_history(bootstrap, settings, ends)
+    replayed = read_history(bootstrap, fresh, stats.end_offsets)
+    assert replayed.events == original.events and len(replayed.events) > 0
+    assert (replayed.users, replayed.items) == (original.users, original.items)
+    assert replayed.counts.consumed == original.counts.applied  # only admitted ones archived

@@ -111,11 +111,9 @@ def read_history(
     if not todo:
         return collector
     consumer = clients.reader(bootstrap_servers, "history", partition_eof=True, bulk=True)
-    ranges = _available(consumer, topic, starts, todo)
-    todo = {p: end for p, (_start, end) in ranges.items()}
-    consumer.assign(
-        [TopicPartition(topic, p, start) for p, (start, _end) in sorted(ranges.items())]
-    )
+    firsts = _first_offsets(consumer, topic, starts, todo)
+    todo = {p: end for p, end in todo.items() if end > firsts[p]}
+    consumer.assign([TopicPartition(topic, p, firsts[p]) for p in sorted(todo)])
     process, deadline = collector.process, time.monotonic() + timeout
     try:
         while todo:
@@ -138,37 +136,27 @@ def read_history(
     return collector
 
 
-def _available(
+def _first_offsets(
     consumer: Any, topic: str, starts: dict[int, int], todo: dict[int, int]
-) -> dict[int, tuple[int, int]]:
-    """The (start, end) of ``todo`` the topic still holds, per partition; what it lost is
-    logged as an error (waiting for it would never end)."""
+) -> dict[int, int]:
+    """Where to start reading each partition of ``todo``: after the archive, or at the
+    topic's first offset when the broker no longer holds the ones before (logged as an
+    error: that part of the history is lost)."""
     out = {}
     for p, end in todo.items():
         start = starts.get(p, 0)
         try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, _high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
         except KafkaException as err:
+            log.warning("history: no watermarks of %s[%d]: %s", topic, p, err)
+            low = start
+        if low > start:
             log.error(
-                "history: %s[%d] unreadable (%s); offsets %d..%d missing",
+                "history: offsets %d..%d of %s[%d] are neither archived nor in the topic",
+                start,
+                min(low, end) - 1,
                 topic,
                 p,
-                err,
-                start,
-                end - 1,
             )
-            continue
-        if low > start or high < end:
-            log.error(
-                "history: %s[%d] holds offsets %d..%d, offsets %d..%d asked for (not archived);"
-                " the rest is missing",
-                topic,
-                p,
-                low,
-                high - 1,
-                start,
-                end - 1,
-            )
-        if min(high, end) > max(low, start):
-            out[p] = (max(low, start), min(high, end))
+        out[p] = max(low, start)
     return out
