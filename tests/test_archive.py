@@ -178,3 +178,22 @@ def test_replay_of_the_archive_gives_the_same_history(published: Settings, tmp_p
     assert replayed.events == original.events and len(replayed.events) > 0
     assert (replayed.users, replayed.items) == (original.users, original.items)
     assert replayed.counts.consumed == original.counts.applied  # only admitted ones archived
+
+
+def test_archive_started_on_a_checkpointed_consumer_reads_the_start_from_the_topic(
+    published: Settings, tmp_path: Path
+) -> None:
+    settings, ends = own_state(published, tmp_path), end_offsets(published)
+    no_archive = settings.model_copy(update={"archive": ArchiveConfig(enabled=False)})
+    before = FeedbackConsumer(no_archive, settings.bootstrap_servers or "")
+    before.stop_at({0: ends[0] // 2})
+    before.run()
+    after = FeedbackConsumer(settings, settings.bootstrap_servers or "")
+    after.stop_at(ends)
+    after.run()
+    assert EventArchive(archive_directory(settings)).firsts()[0] >= ends[0] // 2
+    bootstrap = settings.bootstrap_servers or ""
+    whole = read_history(bootstrap, no_archive, ends)
+    mixed = read_history(bootstrap, settings, ends)
+    assert mixed.events == whole.events and mixed.indexes == whole.indexes
+    assert mixed.counts == whole.counts == after.learner.counts

@@ -187,6 +187,13 @@ class EventArchive:
             log.info("removed archive files the checkpoint does not cover: %s", gone)
         return gone
 
+    def firsts(self) -> dict[int, int]:
+        """The first archived offset, per partition."""
+        firsts: dict[int, int] = {}
+        for f in self.files():
+            firsts.setdefault(f.partition, f.first)  # files() is by partition, then first
+        return firsts
+
     def ends(self) -> dict[int, int]:
         """The next offset after the archive, per partition."""
         ends: dict[int, int] = {}
@@ -329,8 +336,8 @@ class ArchiveBuffer:
             if topic != self.topic:
                 continue
             rows = by_partition.pop(p, [])
-            # A partition never archived starts at its first admitted message.
-            start = self.starts.get(p, rows[0].offset if rows else end)
+            # Without a checkpoint the consumer read the partition from its beginning.
+            start = self.starts.get(p, 0)
             if end > start:
                 self.archive.write(p, start, end - 1, rows, counts)
             self.starts[p] = end

@@ -101,24 +101,46 @@ def read_history(
     timeout: float = 600.0,
 ) -> HistoryCollector:
     """Read the history up to ``end_offsets`` (exclusive): the archive (when enabled), then
-    the events topic from where it ends, filtered like the live learner."""
-    topic = settings.topics.events
+    the events topic from where it ends, filtered like the live learner. An archive started
+    on a consumer that had already checkpointed begins later: the topic gives what is before."""
     collector = HistoryCollector(settings)
-    starts: dict[int, int] = {}
-    if settings.archive.enabled:
-        starts = collector.read_archive(EventArchive(archive_directory(settings)), end_offsets)
+    deadline = time.monotonic() + timeout
+    if not settings.archive.enabled:
+        _read_topic(bootstrap_servers, settings, collector, {}, end_offsets, on_progress, deadline)
+        return collector
+    archive = EventArchive(archive_directory(settings))
+    firsts = archive.firsts()
+    heads = {p: min(end, firsts[p]) for p, end in end_offsets.items() if firsts.get(p, 0) > 0}
+    _read_topic(bootstrap_servers, settings, collector, {}, heads, on_progress, deadline)
+    starts = collector.read_archive(archive, end_offsets)
+    _read_topic(bootstrap_servers, settings, collector, starts, end_offsets, on_progress, deadline)
+    return collector
+
+
+def _read_topic(
+    bootstrap_servers: str,
+    settings: Settings,
+    collector: HistoryCollector,
+    starts: dict[int, int],
+    end_offsets: dict[int, int],
+    on_progress: Callable[[int], Any] | None,
+    deadline: float,
+) -> None:
+    """Put the events topic's messages from ``starts`` (default 0) up to ``end_offsets``
+    through ``collector``."""
+    topic = settings.topics.events
     todo = {p: end for p, end in end_offsets.items() if end > starts.get(p, 0)}
     if not todo:
-        return collector
+        return
     consumer = clients.reader(bootstrap_servers, "history", partition_eof=True, bulk=True)
     firsts = _first_offsets(consumer, topic, starts, todo)
     todo = {p: end for p, end in todo.items() if end > firsts[p]}
     consumer.assign([TopicPartition(topic, p, firsts[p]) for p in sorted(todo)])
-    process, deadline = collector.process, time.monotonic() + timeout
+    process = collector.process
     try:
         while todo:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"history not read within {timeout}s; missing {todo}")
+                raise TimeoutError(f"history not read in time; missing {todo}")
             for msg in consumer.consume(5000, 0.5):
                 if not clients.is_data(msg, source="history read"):
                     continue
@@ -133,7 +155,6 @@ def read_history(
                 on_progress(collector.counts.consumed)
     finally:
         consumer.close()
-    return collector
 
 
 def _first_offsets(
