@@ -207,6 +207,15 @@ class ServingConfig(_Frozen):
     ann_tolerance: float = Field(default=0.0, ge=0)
 
 
+class ArchiveConfig(_Frozen):
+    """The Parquet archive of admitted events (stream/kafka/archive.py): the history that
+    outlives the broker's memory and the topic's retention."""
+
+    enabled: bool = True
+    # None: `archive/` in the consumer's state dir.
+    directory: Path | None = None
+
+
 class MetricsConfig(_Frozen):
     """Where the /metrics endpoints listen (their ports are each command's --metrics-port)."""
 
@@ -232,6 +241,7 @@ class Settings(BaseSettings):
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     serving: ServingConfig = ServingConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -252,6 +262,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "drift",
             "retrain",
             "serving",
+            "archive",
         )
     }
     if settings.bootstrap_servers:
