@@ -20,8 +20,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from consumers.forget import forget_user
 from stream.config import Settings
-from stream.events import ModelActivated, ModelPublished, RetrainFailed, RetrainTrigger
+from stream.events import (
+    ForgetUser,
+    ModelActivated,
+    ModelPublished,
+    RetrainFailed,
+    RetrainTrigger,
+)
 from stream.kafka.control import ControlReader, publish_control
 from stream.kafka.history import read_history
 from stream.learner import FeedbackLearner
@@ -92,6 +99,9 @@ class ModelControl:
                     self._skip(msg.type, msg.version, "no event_index in its metadata")
                     continue
                 self._deferred.append(DeferredSwap(msg.version, history_end))
+            elif isinstance(msg, ForgetUser):
+                forget_user(self.learner, msg)
+                changed = True  # checkpointed at once: a forget must survive a crash
         ready = [d for d in self._deferred if d.history_end <= consumed]
         self._deferred = [d for d in self._deferred if d.history_end > consumed]
         for d in ready:
@@ -108,6 +118,9 @@ class ModelControl:
             topic = self.settings.topics.events
             part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
             request = life.request(decision, part_offsets, consumed)
+            forgotten = self.learner.admission.forgotten
+            if forgotten:  # the retrainer leaves them out of the history
+                request = request.model_copy(update={"forgotten": forgotten.as_dict()})
             publish_control(self.bootstrap_servers, self.settings.topics.control, request)
             log.warning(
                 "retrain requested (%s) at event %d: %s",
@@ -123,7 +136,9 @@ class ModelControl:
         bundle = self.registry.load(version)
         topic = self.settings.topics.events
         ends = {p: o for (t, p), o in offsets.items() if t == topic}
-        history = read_history(self.bootstrap_servers, self.settings, ends)
+        history = read_history(
+            self.bootstrap_servers, self.settings, ends, forgotten=self.learner.admission.forgotten
+        )
         catch_up = [
             e for e, i in zip(history.events, history.indexes, strict=True) if i >= history_end
         ]

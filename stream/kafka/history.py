@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from stream.config import Settings
-from stream.events import Admission, Counts, InteractionEvent
+from stream.events import Admission, Counts, ForgottenUsers, InteractionEvent
 from stream.kafka import clients
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,10 @@ class HistoryCollector:
     (['s'], [3], 1)
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, forgotten: ForgottenUsers | None = None) -> None:
         self.admission = Admission.from_settings(settings)
+        if forgotten is not None:  # their events are filtered, as the live learner does now
+            self.admission.forgotten = forgotten
         self.events: list[InteractionEvent] = []
         self.indexes: list[int] = []
 
@@ -71,10 +73,12 @@ def read_history(
     end_offsets: dict[int, int],
     on_progress: Callable[[int], Any] | None = None,
     timeout: float = 600.0,
+    forgotten: ForgottenUsers | None = None,
 ) -> HistoryCollector:
-    """Read the events topic from the start up to ``end_offsets`` (exclusive) and filter it."""
+    """Read the events topic from the start up to ``end_offsets`` (exclusive) and filter it
+    (``forgotten`` users' events are filtered, wherever they lie in the history)."""
     topic = settings.topics.events
-    collector = HistoryCollector(settings)
+    collector = HistoryCollector(settings, forgotten)
     todo = {p: end for p, end in end_offsets.items() if end > 0}
     if not todo:
         return collector

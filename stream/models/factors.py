@@ -123,9 +123,10 @@ class FactorTable:
         first = rows[0]
         for id_ in self.ids[first:]:
             del self.index[id_]
-        self.ids = self.ids[:first] + [i for i, k in zip(self.ids[first:], kept[first:]) if k]
+        tail = kept[first:]
+        self.ids = self.ids[:first] + [i for i, k in zip(self.ids[first:], tail, strict=True) if k]
         self.counts = self.counts[:first] + [
-            c for c, k in zip(self.counts[first:], kept[first:]) if k
+            c for c, k in zip(self.counts[first:], tail, strict=True) if k
         ]
         for row in range(first, m):
             self.index[self.ids[row]] = row
