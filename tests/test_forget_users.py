@@ -101,3 +101,34 @@ def test_without_a_cap_nothing_is_evicted() -> None:
     learner = run_capped(stream(5000), None)
     assert learner.users_evicted == 0
     assert learner.users_held == learner.models.implicit.n_users
+
+
+def test_evictions_reach_the_metrics_and_serving() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from stream.observability.collector import LearnerCollector
+    from stream.serving.export import ModelStateExporter
+    from stream.serving.records import decode_record, encode_record
+    from stream.serving.state import ServingState
+
+    events = stream(12_000, n_users=1000)
+    learner = FeedbackLearner(Settings(consumer=ConsumerConfig(max_users=100)))
+    collector, registry = LearnerCollector(), CollectorRegistry()
+    registry.register(collector)
+    collector.track(lambda: learner)
+    exporter, serving = ModelStateExporter(), ServingState()
+    for start in range(0, len(events), 1500):
+        for e in events[start : start + 1500]:
+            learner.process(encode_event(e))
+        for record in exporter.changes(learner):
+            serving.apply(decode_record(*encode_record(record)))
+    assert learner.users_evicted > 0
+    assert registry.get_sample_value("feedback_loop_users_evicted_total") == learner.users_evicted
+    assert registry.get_sample_value("feedback_loop_users_held") == learner.users_held
+    implicit = learner.models.implicit._users
+    for user_id in learner.users:  # held: their vectors; evicted: a cold start (profile only)
+        got = serving.user(user_id)
+        assert got is not None and got.profile is not None
+        row = implicit.index.get(user_id)
+        want = None if row is None else tuple(implicit.vectors[row].tolist())
+        assert got.implicit_vector == want, user_id
