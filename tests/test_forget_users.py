@@ -25,7 +25,7 @@ def busiest_user(events: list[Event]) -> str:
     """The user with the most interactions (ids are zero-padded: none is part of another)."""
     counts = Counter(getattr(e, "user_id", None) for e in events if e.type != "user_profile")
     counts.pop(None, None)
-    return counts.most_common(1)[0][0]
+    return str(counts.most_common(1)[0][0])
 
 
 def traces(learner: FeedbackLearner, user_id: str) -> bool:

@@ -185,8 +185,8 @@ def read(learner: FeedbackLearner) -> Reading:
     out["model_swaps"] = {(): float(len(life.swaps))}
     out["model_version"] = {(): float(life.version)}
     # getattr: the doctest's stand-in learner has no user accounting.
-    for name in ("users_held", "users_evicted", "users_forgotten"):
-        out[name] = {(): float(getattr(learner, name, 0))}
+    for family in ("users_held", "users_evicted", "users_forgotten"):
+        out[family] = {(): float(getattr(learner, family, 0))}
     return out
 
 
