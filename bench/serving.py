@@ -80,7 +80,9 @@ def bench_settings(bootstrap: str, state_dir: Path) -> Settings:
 # --- synthetic state --------------------------------------------------------------------------
 
 
-def synthetic_records(n_items: int, n_users: int, seed: int = 42) -> Iterator[tuple[bytes, bytes]]:
+def synthetic_records(
+    n_items: int, n_users: int, seed: int = 42
+) -> Iterator[tuple[bytes, bytes | None]]:
     """Items and users with random vectors, then the click model and one snapshot meta."""
     rng = np.random.default_rng(seed)
     for i in range(n_items):

@@ -8,6 +8,7 @@
     feedback-loop evaluate u.data                        # the models over a file, no broker
     feedback-loop serve --port 8000                      # recommendations over HTTP
     feedback-loop status                                 # a running consumer, from /metrics
+    feedback-loop forget USER_ID                         # erase a user (deletion request)
 
 The commands live by concept in :mod:`cli.pipeline` (the ones that run the pipeline),
 :mod:`cli.operations` (the operational ones) and :mod:`cli.serving` (the HTTP service); this
@@ -36,6 +37,7 @@ app.command()(serving.serve)
 app.command()(operations.retrainer)
 app.command()(operations.retrain)
 app.command()(operations.rollback)
+app.command()(operations.forget)
 app.command()(operations.status)
 
 

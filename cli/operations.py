@@ -1,4 +1,4 @@
-"""The operational commands: broker, simulate, retrainer, retrain, rollback, status."""
+"""The operational commands: broker, simulate, retrainer, retrain, rollback, forget, status."""
 
 from __future__ import annotations
 
@@ -191,6 +191,21 @@ def rollback(
         raise fail(str(err)) from None
     publish_control(bootstrap, cfg.topics.control, ModelActivated(version=version))
     console.print(f"rolled back to model version {version}; consumers will swap it in")
+
+
+def forget(
+    user_id: Annotated[str, typer.Argument(help="The user to erase (a deletion request).")],
+) -> None:
+    """Erase a user: the consumers purge the user's state and filter their later events."""
+    from stream.events import ForgetUser
+    from stream.kafka.control import publish_control
+
+    if not user_id:
+        raise fail("the user id must not be empty")
+    cfg = settings()
+    bootstrap = require_cluster(cfg, "forget")
+    publish_control(bootstrap, cfg.topics.control, ForgetUser(user_id=user_id))
+    console.print(f"forget request published on {cfg.topics.control}")
 
 
 def status(

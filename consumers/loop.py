@@ -172,7 +172,10 @@ class FeedbackConsumer:
         control: ModelControl | None = None
         self._checkpoint_on_revoke = True
         try:
-            control = ModelControl(self.settings, self.bootstrap_servers, self.learner)
+            purge = self._archive.purge_user if self._archive is not None else None
+            control = ModelControl(
+                self.settings, self.bootstrap_servers, self.learner, on_forget=purge
+            )
             messages, first_at = self._consume(consumer, control, stop_at_end)
             self._commit()
         except BaseException:

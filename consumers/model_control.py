@@ -18,10 +18,18 @@ with the models it has.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumers.forget import forget_user
 from stream.config import Settings
-from stream.events import ModelActivated, ModelPublished, RetrainFailed, RetrainTrigger
+from stream.events import (
+    ForgetUser,
+    ModelActivated,
+    ModelPublished,
+    RetrainFailed,
+    RetrainTrigger,
+)
 from stream.kafka.control import ControlReader, publish_control
 from stream.kafka.history import read_history
 from stream.learner import FeedbackLearner
@@ -51,8 +59,16 @@ class SkippedVersion:
 class ModelControl:
     """Control-topic reader, retrain requester and model swapper of one consumer."""
 
-    def __init__(self, settings: Settings, bootstrap_servers: str, learner: FeedbackLearner):
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap_servers: str,
+        learner: FeedbackLearner,
+        on_forget: Callable[[str], object] | None = None,
+    ):
         self.settings = settings
+        # Also told of each forgotten user (the consumer's archive purges them).
+        self.on_forget = on_forget
         self.bootstrap_servers = bootstrap_servers
         self.learner = learner
         self.registry = ModelRegistry(settings.retrain.registry_dir)
@@ -92,6 +108,11 @@ class ModelControl:
                     self._skip(msg.type, msg.version, "no event_index in its metadata")
                     continue
                 self._deferred.append(DeferredSwap(msg.version, history_end))
+            elif isinstance(msg, ForgetUser):
+                forget_user(self.learner, msg)
+                if self.on_forget is not None:
+                    self.on_forget(msg.user_id)
+                changed = True  # checkpointed at once: a forget must survive a crash
         ready = [d for d in self._deferred if d.history_end <= consumed]
         self._deferred = [d for d in self._deferred if d.history_end > consumed]
         for d in ready:
@@ -108,6 +129,9 @@ class ModelControl:
             topic = self.settings.topics.events
             part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
             request = life.request(decision, part_offsets, consumed)
+            forgotten = self.learner.admission.forgotten
+            if forgotten:  # the retrainer leaves them out of the history
+                request = request.model_copy(update={"forgotten": forgotten.as_dict()})
             publish_control(self.bootstrap_servers, self.settings.topics.control, request)
             log.warning(
                 "retrain requested (%s) at event %d: %s",
@@ -123,7 +147,9 @@ class ModelControl:
         bundle = self.registry.load(version)
         topic = self.settings.topics.events
         ends = {p: o for (t, p), o in offsets.items() if t == topic}
-        history = read_history(self.bootstrap_servers, self.settings, ends)
+        history = read_history(
+            self.bootstrap_servers, self.settings, ends, forgotten=self.learner.admission.forgotten
+        )
         catch_up = [
             e for e, i in zip(history.events, history.indexes, strict=True) if i >= history_end
         ]

@@ -16,7 +16,13 @@ import time
 from typing import Any
 
 from stream.config import Settings
-from stream.events import ModelPublished, RetrainFailed, RetrainRequest, decode_control
+from stream.events import (
+    ForgottenUsers,
+    ModelPublished,
+    RetrainFailed,
+    RetrainRequest,
+    decode_control,
+)
 from stream.kafka import clients
 from stream.kafka.control import publish_control
 from stream.kafka.history import read_history
@@ -108,7 +114,11 @@ class RetrainWorker:
             request.offsets,
             request.reason,
         )
-        history = read_history(self.bootstrap_servers, self.settings, request.offsets)
+        # Users forgotten by the time of the request are left out of the whole history.
+        forgotten = ForgottenUsers.from_dict(request.forgotten) if request.forgotten else None
+        history = read_history(
+            self.bootstrap_servers, self.settings, request.offsets, forgotten=forgotten
+        )
         if history.counts.consumed != request.event_index:
             log.warning(
                 "history has %d messages, the request covers %d",

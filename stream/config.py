@@ -117,6 +117,9 @@ class ConsumerConfig(_Frozen):
     # with one-second timestamps can never exceed 60 (see stream/events/admission.py).
     bot_events_per_minute: int = Field(default=120, ge=1)
     session_timeout_ms: int = Field(default=6000, ge=1000)
+    # Bounded memory: at most this many users with learned state (None: unbounded); past it
+    # (+5%) the least recently active are evicted and come back as cold starts.
+    max_users: int | None = Field(default=None, ge=1)
 
 
 class DriftConfig(_Frozen):

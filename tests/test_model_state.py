@@ -27,6 +27,7 @@ from stream.serving.records import (
     ItemState,
     ModelMeta,
     StateRecord,
+    UserDeleted,
     UserState,
     decode_record,
     encode_record,
@@ -50,6 +51,8 @@ class Rebuilt:
         for r in records:
             if isinstance(r, UserState):
                 self.users[r.user_id] = r
+            elif isinstance(r, UserDeleted):  # a tombstone: compaction drops the user
+                self.users.pop(r.user_id, None)
             elif isinstance(r, ItemState):
                 self.items[r.item_id] = r
             elif isinstance(r, EngagementState):

@@ -13,6 +13,7 @@ from stream.events.codec import InvalidEvent, decode_event, encode_event, event_
 from stream.events.control import (
     ControlMessage,
     ControlMessageBase,
+    ForgetUser,
     ModelActivated,
     ModelPublished,
     RetrainFailed,
@@ -21,6 +22,7 @@ from stream.events.control import (
     decode_control,
     encode_control,
 )
+from stream.events.forgotten import ForgottenUsers
 from stream.events.schema import (
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -53,6 +55,8 @@ __all__ = [
     "DwellEvent",
     "EVENT_TYPES",
     "Event",
+    "ForgetUser",
+    "ForgottenUsers",
     "ImpressionEvent",
     "ShownEvent",
     "InteractionEvent",

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, cast
 
 from stream.config import Limits, Settings
 from stream.events.codec import InvalidEvent, decode_event
+from stream.events.forgotten import ForgottenUsers
 from stream.events.schema import (
     Event,
     InteractionEvent,
@@ -144,6 +145,23 @@ class SeenEvents:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def drop_containing(self, text: str) -> int:
+        """Forget the event ids that contain ``text`` (a producer may build event ids from a
+        user id, as the simulator's profile events do); how many. One pass over the window.
+
+        >>> seen = SeenEvents(5)
+        >>> for event_id in ("profile-u7", "c1", "u7-c2", "u70"):
+        ...     seen.add(event_id)
+        >>> seen.drop_containing("u7"), "c1" in seen, len(seen)
+        (3, True, 1)
+        """
+        kept = deque(e for e in self._order if text not in e)
+        dropped = len(self._order) - len(kept)
+        if dropped:
+            self._order = kept
+            self._ids = set(kept)
+        return dropped
+
 
 class Profiles:
     """The known users and items: the last profile of each, as the models read them.
@@ -181,6 +199,11 @@ class Profiles:
             if self.items.get(e.item_id) != item:
                 self.changed_items.add(e.item_id)
             self.items[e.item_id] = item
+
+    def drop_user(self, user_id: str) -> None:
+        """Remove a user's profile (a forget)."""
+        self.users.pop(user_id, None)
+        self.changed_users.discard(user_id)
 
     def drain_changed(self) -> tuple[set[str], set[str]]:
         """The (user ids, item ids) whose profile changed since the last call; resets them."""
@@ -237,6 +260,10 @@ class BotFilter:
             return True
         return False
 
+    def drop(self, user_id: str) -> None:
+        """Forget a user's activity (a forgotten or evicted user starts over)."""
+        self._activity.pop(user_id, None)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A checkpoint pickled before the previous event time was kept has 3-field entries:
         # give them one that matches no event time, so is_bot needs no check per event.
@@ -255,6 +282,8 @@ class Admission:
         self.seen = SeenEvents(dedup_window)
         self.profiles = Profiles()
         self.bots = BotFilter(bot_events_per_minute)
+        # Users who asked to be forgotten: their events are filtered (``forgotten_user``).
+        self.forgotten = ForgottenUsers()
         # Read once: the step check must cost nothing per event when no step is declared.
         self._rating_step = limits.rating_step
 
@@ -299,6 +328,13 @@ class Admission:
                         etype,
                     )
                 )
+        if self.forgotten.digests and self._forgotten(event):
+            # Not added to the de-duplication window: it keeps no event of the user.
+            c.filtered += 1
+            c.filtered_by_reason["forgotten_user"] = (
+                c.filtered_by_reason.get("forgotten_user", 0) + 1
+            )
+            return None
         event_id = event.event_id
         if event_id in self.seen:
             c.duplicates += 1
@@ -325,6 +361,23 @@ class Admission:
         self.seen.add(event_id)
         c.applied += 1
         return event
+
+    def _forgotten(self, event: Event) -> bool:
+        """Whether the event names a forgotten user. A user with a profile or bot-filter
+        state is not forgotten (a forget removes both and they never come back), so only
+        events of users unknown here pay for a hash."""
+        user_id: str | None = getattr(event, "user_id", None)
+        if user_id is None or user_id in self.profiles.users or user_id in self.bots._activity:
+            return False
+        return user_id in self.forgotten
+
+    def forget(self, user_id: str) -> None:
+        """Filter the user's events from now on and drop what admission keeps of them:
+        the profile, bot-filter state and the event ids that contain the id."""
+        self.forgotten.add(user_id)
+        self.profiles.drop_user(user_id)
+        self.bots.drop(user_id)
+        self.seen.drop_containing(user_id)
 
     def _reject(self, rejection: Rejection) -> Rejection:
         c = self.counts

@@ -2,7 +2,8 @@
 
 The consumer publishes :class:`RetrainRequest` when its policy decides; the retrainer answers
 with :class:`ModelPublished` (or :class:`RetrainFailed`); ``feedback-loop retrain`` publishes a
-:class:`RetrainTrigger` and ``feedback-loop rollback`` a :class:`ModelActivated`.
+:class:`RetrainTrigger`, ``feedback-loop rollback`` a :class:`ModelActivated` and
+``feedback-loop forget`` a :class:`ForgetUser`.
 
 >>> raw = encode_control(RetrainTrigger(reason="manual"))
 >>> decode_control(raw).type
@@ -42,6 +43,9 @@ class RetrainRequest(ControlMessageBase):
     reason: str
     signals: tuple[str, ...] = ()
     champion: dict[str, float] | None = None  # HoldoutLosses of the live models
+    # The consumer's forgotten users (ForgottenUsers.as_dict: salt and digests), left out
+    # of the history the retrainer trains on.
+    forgotten: dict[str, Any] | None = None
 
 
 class ModelPublished(ControlMessageBase):
@@ -70,8 +74,16 @@ class ModelActivated(ControlMessageBase):
     reason: str = "rollback"
 
 
+class ForgetUser(ControlMessageBase):
+    """Erase a user (a deletion request): consumers purge the user's state and filter the
+    user's events from then on."""
+
+    type: Literal["forget_user"] = "forget_user"
+    user_id: str = Field(min_length=1)
+
+
 ControlMessage = Annotated[
-    RetrainTrigger | RetrainRequest | ModelPublished | RetrainFailed | ModelActivated,
+    RetrainTrigger | RetrainRequest | ModelPublished | RetrainFailed | ModelActivated | ForgetUser,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[ControlMessage] = TypeAdapter(ControlMessage)

@@ -323,6 +323,13 @@ class ArchiveBuffer:
     def keep(self, msg: Any, event_index: int) -> None:
         self.kept.append((msg, event_index))
 
+    def purge_user(self, user_id: str) -> int:
+        """Forget ``user_id``: drop their kept messages and rewrite the files holding their
+        events; return how many events were removed."""
+        before = len(self.kept)
+        self.kept = [(m, i) for m, i in self.kept if _typed(m.value())[1] != user_id]
+        return before - len(self.kept) + self.archive.purge_user(user_id)
+
     def write(self, offsets: dict[tuple[str, int], int]) -> None:
         """Archive what was kept, up to ``offsets`` (next offset per partition), one file per
         partition that moved since the last write."""

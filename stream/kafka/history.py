@@ -20,7 +20,14 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from stream.config import Settings
-from stream.events import Admission, Counts, Event, InteractionEvent, decode_event
+from stream.events import (
+    Admission,
+    Counts,
+    Event,
+    ForgottenUsers,
+    InteractionEvent,
+    decode_event,
+)
 from stream.kafka import clients
 from stream.kafka.archive import EventArchive, archive_directory
 
@@ -45,8 +52,10 @@ class HistoryCollector:
     (['s'], [3], 1)
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, forgotten: ForgottenUsers | None = None) -> None:
         self.admission = Admission.from_settings(settings)
+        if forgotten is not None:  # their events are filtered, as the live learner does now
+            self.admission.forgotten = forgotten
         self.events: list[InteractionEvent] = []
         self.indexes: list[int] = []
 
@@ -74,6 +83,9 @@ class HistoryCollector:
         kept as it is, and remembered like the gate remembers it."""
         gate = self.admission
         gate.seen.add(event.event_id)
+        user = getattr(event, "user_id", None)
+        if user is not None and gate.forgotten.digests and user in gate.forgotten:
+            return  # archived before the forget reached the archive
         if isinstance(event, InteractionEvent):
             gate.bots.is_bot(event.user_id, event.ts)
             self.events.append(event)
@@ -99,11 +111,13 @@ def read_history(
     end_offsets: dict[int, int],
     on_progress: Callable[[int], Any] | None = None,
     timeout: float = 600.0,
+    forgotten: ForgottenUsers | None = None,
 ) -> HistoryCollector:
     """Read the history up to ``end_offsets`` (exclusive): the archive (when enabled), then
-    the events topic from where it ends, filtered like the live learner. An archive started
-    on a consumer that had already checkpointed begins later: the topic gives what is before."""
-    collector = HistoryCollector(settings)
+    the events topic from where it ends, filtered like the live learner (``forgotten`` users'
+    events are left out, wherever they lie). An archive started on a consumer that had
+    already checkpointed begins later: the topic gives what is before."""
+    collector = HistoryCollector(settings, forgotten)
     deadline = time.monotonic() + timeout
     if not settings.archive.enabled:
         _read_topic(bootstrap_servers, settings, collector, {}, end_offsets, on_progress, deadline)

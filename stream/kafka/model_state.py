@@ -35,8 +35,9 @@ class ModelStatePublisher:
             if len(self.errors) < 20:
                 self.errors.append(str(err))
 
-    def publish(self, records: Iterable[tuple[bytes, bytes]]) -> int:
-        """Queue every (key, value); return how many (delivery happens in the background)."""
+    def publish(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Queue every (key, value); return how many (delivery happens in the background).
+        A value of None is a tombstone."""
         n = 0
         produce = self._producer.produce
         for key, value in records:

@@ -38,6 +38,11 @@ class Interactions:
         popularity = self.popularity
         popularity[item_id] = popularity.get(item_id, 0) + 1
 
+    def drop(self, user_id: str) -> None:
+        """Forget the user's seen items. Popularity stays: it counts events per item and
+        names no user (like the item vectors, it keeps the user's share until a retrain)."""
+        self.seen.pop(user_id, None)
+
     def items_of(self, user_id: str) -> tuple[str, ...]:
         """The user's seen items, sorted (a stable order for the published records)."""
         items = self.seen.get(user_id)

@@ -28,6 +28,7 @@ Each message goes one way:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any
 
 from stream.config import Settings
@@ -52,6 +53,7 @@ from stream.events import (
     Rejection,
 )
 from stream.learner.interactions import Interactions
+from stream.learner.users import eviction_trigger
 from stream.lifecycle import ModelLifecycle
 from stream.models import ModelBundle
 
@@ -81,6 +83,14 @@ class FeedbackLearner:
         self._interact = self.interactions.add  # hot path: a bound method, looked up once
         # Event time of the newest admitted interaction (None: none yet), for serving.
         self.last_event_ts: float | None = None
+        # Users with learned state, least recently active first (an insertion-ordered dict
+        # used as an LRU list: an interaction moves its user to the end).
+        self.recency: dict[str, None] = {}
+        # Bounded memory: past `evict_at` users, the least recent go down to `max_users`.
+        self.max_users = settings.consumer.max_users
+        self.evict_at = eviction_trigger(self.max_users)
+        self.users_evicted = 0
+        self.users_forgotten = 0
         self.rating_score = RegressionScore()
         self.click_score = BinaryScore()
         self.recall = HitRate()
@@ -140,6 +150,11 @@ class FeedbackLearner:
             user_id = event.user_id  # type: ignore[union-attr]  # an interaction
             learn(event, index, not self.models.implicit.has_user(user_id))
             self.last_event_ts = event.ts
+            recency = self.recency
+            recency.pop(user_id, None)  # (re)inserted last: the most recently active
+            recency[user_id] = None
+            if len(recency) > self.evict_at:
+                self.evict()
         if index % TIMELINE_EVERY == 0:
             self._snapshot()
 
@@ -251,6 +266,81 @@ class FeedbackLearner:
     def _score_impression(self, e: ImpressionEvent, index: int, new_user: bool) -> None:
         self._score_engagement(e, False, index, new_user)
 
+    # -- bounded memory and forgetting ----------------------------------------------------
+    def drop_users(self, user_ids: Iterable[str]) -> int:
+        """Drop what the learner learned of these users: rows of both factor models (and
+        their cold-start memberships), seen items, bot-filter state and recency; return how
+        many it held. Profiles stay (see :meth:`forget`). A dropped user who comes back is
+        a new user: a cold start from their profile's prior."""
+        ids = list(dict.fromkeys(user_ids))
+        models, bots, recency = self.models, self.admission.bots, self.recency
+        models.rating.remove_users(ids)
+        models.implicit.remove_users(ids)
+        held = 0
+        for user_id in ids:
+            self.interactions.drop(user_id)
+            bots.drop(user_id)
+            if recency.pop(user_id, 0) is None:
+                held += 1
+        return held
+
+    def evict(self) -> int:
+        """Drop the least recently active users down to ``max_users``; how many.
+
+        Called when the count passes ``evict_at`` (5% over the cap), so the cost of a pass
+        over the tables is spread over many new users. It depends only on the events, so a
+        replay evicts the same users at the same events and rebuilds the same models.
+        """
+        cap = self.max_users
+        if cap is None or len(self.recency) <= cap:
+            return 0
+        victims = list(islice(self.recency, len(self.recency) - cap))
+        n = self.drop_users(victims)
+        self.users_evicted += n
+        return n
+
+    def forget(self, user_id: str) -> None:
+        """Erase a user (a deletion request): everything :meth:`drop_users` drops, plus the
+        profile and the de-duplication entries that contain the id; the user's later events
+        are filtered (``forgotten_user``). The cold-start means are recomputed without them.
+        The models' shared parameters (item vectors, the click model's weights, the global
+        mean, popularity counts) keep the user's share until the next retrain, whose history
+        leaves the user out."""
+        self.drop_users([user_id])
+        self.admission.forget(user_id)
+        for model in (self.models.rating, self.models.implicit):
+            model.recompute_priors()
+        self.users_forgotten += 1  # the consumer purges the archive (ModelControl.on_forget)
+
+    def drop_forgotten(self) -> int:
+        """Drop forgotten users from the models (after a swap: the bundle may have been
+        trained before the forget). One hash per user of the new tables."""
+        forgotten = self.admission.forgotten
+        if not forgotten:
+            return 0
+        models = self.models
+        ids = [
+            u
+            for u in dict.fromkeys([*models.rating._users.ids, *models.implicit._users.ids])
+            if u in forgotten
+        ]
+        return self.drop_users(ids)
+
+    def _track_bundle_users(self) -> None:
+        """Count a swapped-in bundle's users as held: the ones this learner had not seen
+        online come first (least recent), so a cap evicts them first."""
+        models, recency = self.models, self.recency
+        ids = dict.fromkeys([*models.rating._users.ids, *models.implicit._users.ids])
+        missing = {u: None for u in ids if u not in recency}
+        if missing:
+            missing.update(recency)
+            self.recency = missing
+
+    @property
+    def users_held(self) -> int:
+        """Users with learned state (the ones eviction counts)."""
+        return len(self.recency)
+
     # -- reporting ------------------------------------------------------------------------
     def scores(self) -> dict[str, float | None]:
         return {
@@ -285,6 +375,9 @@ class FeedbackLearner:
             bundle.learn(event, self.users, self.items)
             n += 1
         self.models = bundle
+        self.drop_forgotten()
+        self._track_bundle_users()
+        self.evict()
         self.lifecycle.swapped(version, self.counts.consumed, n)
         return n
 

@@ -176,11 +176,17 @@ class Priors:
     def refresh(self, table: FactorTable, updates: int = 0) -> None:
         """Recompute the means from the warm rows of ``table`` after the model's ``updates``-th
         update; the next refresh is due after ``max(refresh_every, rows)`` more."""
+        self.next_refresh = updates + max(self.refresh_every, table.n)
+        self.recompute(table)
+
+    def recompute(self, table: FactorTable) -> None:
+        """Recompute the means from the warm rows of ``table`` now (no schedule change)."""
         n = table.n
-        self.next_refresh = updates + max(self.refresh_every, n)
         warm = np.asarray(table.counts, dtype=np.int64) >= self.min_updates
         n_warm = int(warm.sum())
-        if n_warm == 0:
+        if n_warm == 0:  # (only after removals: a row once warm stays warm)
+            self.key_bias, self.key_vectors, self.key_warm = [], np.zeros((0, 0)), []
+            self.global_bias = self.global_vector = None
             return
         vectors, biases = table.vectors[:n], table.biases[:n]
         g_vec = vectors[warm].mean(axis=0)
@@ -202,6 +208,14 @@ class Priors:
         self.key_vectors = (vec_sum + s * g_vec) / denom[:, None]
         self.key_warm = warm_keys.tolist()
         self.global_bias, self.global_vector = g_bias, g_vec
+
+    def renumber(self, new_rows: np.ndarray) -> None:
+        """Follow a compaction of the table (old row -> new row, -1: removed): memberships
+        of removed rows go, the others move with their rows."""
+        rows = new_rows[np.asarray(self._member_rows, dtype=np.int64)]
+        keep = rows >= 0
+        self._member_rows = rows[keep].tolist()
+        self._member_keys = np.asarray(self._member_keys, dtype=np.int64)[keep].tolist()
 
     def state_equal(self, other: Priors) -> bool:
         """Same settings, memberships, counts and bit-identical means."""

@@ -8,7 +8,10 @@ update.
 
 Initial vectors come from chunks of rows drawn by ``numpy.random.default_rng((seed,
 stream, chunk))``: the start vector of the n-th id added depends only on the seed and n,
-so replaying the same stream rebuilds the same model bit for bit.
+so replaying the same stream rebuilds the same model bit for bit. Removing ids
+(:meth:`FactorTable.remove`: a forgotten or evicted user) compacts the rows; the ids added
+after it start from the draws that follow the last one used, so a replay of the same stream
+with the same removals still rebuilds the same model.
 
 >>> import numpy as np
 >>> p, q = np.array([1.0, 0.0]), np.array([0.0, 2.0])
@@ -19,7 +22,7 @@ so replaying the same stream rebuilds the same model bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -47,7 +50,13 @@ class FactorTable:
     (0, 1, 0, None)
     >>> t.vectors.shape[1], t.n
     (3, 2)
+    >>> t.remove(["a", "zzz"]).tolist(), t.ids, t.index  # old row -> new row (-1: removed)
+    ([-1, 0], ['b'], {'b': 0})
     """
+
+    # Rows removed so far (class default: tables pickled before removals existed had none).
+    # The start vector of a new row is draw number ``row + removed``.
+    removed: int = 0
 
     def __init__(self, factors: int, init_scale: float, seed: int, stream: int) -> None:
         self.factors = factors
@@ -73,7 +82,7 @@ class FactorTable:
             self._grow(2 * row)
         if row % CHUNK == 0:
             # Fill the whole chunk now so later adds are just a dict insert.
-            self.vectors[row : row + CHUNK] = self._chunk(row // CHUNK)
+            self.vectors[row : row + CHUNK] = self._draws(row + self.removed, CHUNK)
         self.index[id_] = row
         self.ids.append(id_)
         self.counts.append(0)
@@ -82,6 +91,55 @@ class FactorTable:
     def _chunk(self, number: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, self.stream, number))
         return rng.normal(0.0, self.init_scale, size=(CHUNK, self.factors))
+
+    def _draws(self, first: int, count: int) -> np.ndarray:
+        """Start vectors number ``first`` .. ``first + count - 1`` (chunk-aligned without
+        removals: one chunk, drawn exactly as before removals existed)."""
+        if first % CHUNK == 0 and count == CHUNK:
+            return self._chunk(first // CHUNK)
+        chunks = range(first // CHUNK, (first + count - 1) // CHUNK + 1)
+        drawn = np.concatenate([self._chunk(c) for c in chunks])
+        start = first - chunks[0] * CHUNK
+        return drawn[start : start + count]
+
+    def remove(self, ids: Iterable[str]) -> np.ndarray | None:
+        """Remove these ids' rows (unknown ids are ignored), keeping the others in order.
+
+        Returns the old row -> new row map (-1 for a removed row) for whoever keeps rows
+        (cold-start priors), or None when no id was known. Costs one pass over the rows:
+        callers remove in batches. The freed rows are cleared (no vector of a removed id is
+        left in memory) and refilled with the next start vectors.
+        """
+        rows = sorted({r for r in map(self.index.get, ids) if r is not None})
+        if not rows:
+            return None
+        n = len(self.ids)
+        keep = np.ones(n, dtype=bool)
+        keep[rows] = False
+        m = n - len(rows)
+        self.vectors[:m] = self.vectors[:n][keep]
+        self.biases[:m] = self.biases[:n][keep]
+        kept = keep.tolist()
+        first = rows[0]
+        for id_ in self.ids[first:]:
+            del self.index[id_]
+        tail = kept[first:]
+        self.ids = self.ids[:first] + [i for i, k in zip(self.ids[first:], tail, strict=True) if k]
+        self.counts = self.counts[:first] + [
+            c for c, k in zip(self.counts[first:], tail, strict=True) if k
+        ]
+        for row in range(first, m):
+            self.index[self.ids[row]] = row
+        self.removed += len(rows)
+        # New rows start with a zero bias and the next draws, as add() expects.
+        self.vectors[m:n] = 0.0
+        self.biases[m:n] = 0.0
+        if m % CHUNK:
+            end = m - m % CHUNK + CHUNK
+            self.vectors[m:end] = self._draws(m + self.removed, end - m)
+        new_rows = np.cumsum(keep) - 1
+        new_rows[~keep] = -1
+        return new_rows
 
     def _grow(self, capacity: int) -> None:
         n = len(self.ids)
@@ -95,8 +153,8 @@ class FactorTable:
         """Same settings, same ids in the same order and bit-identical rows."""
         n = len(self.ids)
         return (
-            (self.factors, self.init_scale, self.seed, self.stream)
-            == (other.factors, other.init_scale, other.seed, other.stream)
+            (self.factors, self.init_scale, self.seed, self.stream, self.removed)
+            == (other.factors, other.init_scale, other.seed, other.stream, other.removed)
             and self.ids == other.ids
             and self.counts == other.counts
             and np.array_equal(self.vectors[:n], other.vectors[:n])
@@ -127,8 +185,8 @@ class FactorTable:
         self.vectors[:n] = used_vectors
         self.biases[:n] = used_biases
         if n % CHUNK:
-            start = n - n % CHUNK
-            self.vectors[n : start + CHUNK] = self._chunk(start // CHUNK)[n % CHUNK :]
+            end = n - n % CHUNK + CHUNK
+            self.vectors[n:end] = self._draws(n + self.removed, end - n)
 
 
 class FactorModel:
@@ -160,6 +218,22 @@ class FactorModel:
 
     def has_item(self, item_id: str) -> bool:
         return item_id in self._items.index
+
+    def remove_users(self, user_ids: Iterable[str]) -> int:
+        """Drop these users' rows (and their cold-start memberships); how many were known.
+        A removed user who comes back is a new user (a cold start)."""
+        new_rows = self._users.remove(user_ids)
+        if new_rows is None:
+            return 0
+        if self._user_priors is not None:
+            self._user_priors.renumber(new_rows)
+        return int(np.count_nonzero(new_rows < 0))
+
+    def recompute_priors(self) -> None:
+        """Recompute the user cold-start means from the rows left (after a forget: the
+        means then owe nothing to the forgotten user); the refresh schedule is unchanged."""
+        if self._user_priors is not None:
+            self._user_priors.recompute(self._users)
 
     def _init_cold_start(
         self, enabled: bool, min_updates: int, refresh_every: int, shrinkage: float

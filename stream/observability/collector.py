@@ -118,6 +118,9 @@ FAMILIES = (
         "Registry version of the live models (0: learned online from scratch).",
         False,
     ),
+    Family("users_held", "Users with learned state held by the consumer.", False),
+    Family("users_evicted", "Least recently active users evicted (over max_users).", True),
+    Family("users_forgotten", "Users erased by a forget request.", True),
 )
 
 # (family, score key of learner.scores(), model label): which model each score is about.
@@ -135,8 +138,11 @@ def initial() -> Reading:
     out: Reading = {f.name: {} for f in FAMILIES}
     out["events_consumed"] = {(t,): 0.0 for t in (*EVENT_TYPES, "invalid")}
     out["events_dead_lettered"] = {(k,): 0.0 for k in DEAD_LETTER_KINDS}
-    out["events_filtered"] = {("bot",): 0.0}
+    out["events_filtered"] = {("bot",): 0.0, ("forgotten_user",): 0.0}
     for name in (
+        "users_held",
+        "users_evicted",
+        "users_forgotten",
         "events_applied",
         "events_duplicate",
         "retrain_requests",
@@ -178,6 +184,9 @@ def read(learner: FeedbackLearner) -> Reading:
     out["retrain_requests"] = {(): float(len(life.retrains))}
     out["model_swaps"] = {(): float(len(life.swaps))}
     out["model_version"] = {(): float(life.version)}
+    # getattr: the doctest's stand-in learner has no user accounting.
+    for family in ("users_held", "users_evicted", "users_forgotten"):
+        out[family] = {(): float(getattr(learner, family, 0))}
     return out
 
 

@@ -12,7 +12,10 @@ with zero regularization and a saturated score could leave a row bit-identical).
 A snapshot publishes every entity: on the first call, when asked (at every checkpoint), and
 when the learner holds another model bundle (a swap: rows and ids start over). Entities the
 previous publications named but the new bundle does not know are published with no vectors,
-so a reader ends with exactly the learner's state. The ``meta`` record is always last.
+so a reader ends with exactly the learner's state; a user the learner no longer has at all
+(forgotten) is published as a tombstone (:class:`~stream.serving.records.UserDeleted`). Rows
+removed from a table (a forget, an eviction) also make the next publication a snapshot, since
+the remaining rows moved. The ``meta`` record is always last.
 
 >>> from stream.config import Settings
 >>> from stream.learner import FeedbackLearner
@@ -51,6 +54,7 @@ from stream.serving.records import (
     ItemState,
     ModelMeta,
     StateRecord,
+    UserDeleted,
     UserState,
 )
 
@@ -74,6 +78,7 @@ class TableMirror:
 
     def __init__(self, table: FactorTable) -> None:
         self.table = table
+        self.removed = table.removed  # rows removed from the table when mirrored
         self.n = 0
         self.vectors = np.zeros((0, table.factors))
         self.biases = np.zeros(0)
@@ -125,7 +130,12 @@ class ModelStateExporter:
         and the :class:`ModelMeta` last."""
         models = learner.models
         mirrors = self._mirrors
-        snapshot = snapshot or models is not self._bundle or mirrors is None
+        snapshot = (
+            snapshot
+            or models is not self._bundle
+            or mirrors is None
+            or any(m.removed != m.table.removed for m in mirrors)  # rows moved
+        )
         changed_users, changed_items = learner.admission.profiles.drain_changed()
         if snapshot or mirrors is None:
             self._bundle = models
@@ -148,7 +158,7 @@ class ModelStateExporter:
                 models.rating._items.ids, models.implicit._items.ids
             )
             # Known before, unknown now (a swapped-in bundle without them): no state left.
-            records.extend(UserState(u) for u in sorted(self._users - current_users))
+            records.extend(UserDeleted(u) for u in sorted(self._users - current_users))
             records.extend(ItemState(i) for i in sorted(self._items - current_items))
             self._users, self._items = current_users, current_items
             users, items = current_users, current_items

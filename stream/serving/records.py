@@ -7,7 +7,8 @@ entity, so a compacted topic keeps the latest record of each:
 ============== =============================================================================
 key            value
 ============== =============================================================================
-``u:<id>``     :class:`UserState`: rating bias and vector, implicit vector, profile, seen items
+``u:<id>``     :class:`UserState`: rating bias and vector, implicit vector, profile, seen items;
+               no value (a tombstone, :class:`UserDeleted`): the user is gone (forgotten)
 ``i:<id>``     :class:`ItemState`: rating and implicit biases and vectors, content, popularity
 ``engagement`` :class:`EngagementState`: the click model's weights and intercept
 ``meta``       :class:`ModelMeta`: model version, global mean, sequence; published last
@@ -26,6 +27,8 @@ the consumer's.
 b'u:u1'
 >>> decode_record(key, value) == u
 True
+>>> encode_record(UserDeleted("u1")), decode_record(b"u:u1", None)
+((b'u:u1', None), UserDeleted(user_id='u1'))
 >>> decode_record(b"x:1", b"{}")
 Traceback (most recent call last):
 ...
@@ -47,6 +50,7 @@ __all__ = [
     "ModelMeta",
     "StateRecord",
     "StateRecordError",
+    "UserDeleted",
     "UserState",
     "decode_record",
     "encode_record",
@@ -74,6 +78,14 @@ class UserState:
     profile: dict[str, Any] | None = None
     # Items the user clicked or rated, excluded from recommendations by default.
     seen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserDeleted:
+    """A user with no state left (forgotten): published as a tombstone, a key without a
+    value, so a compacted topic drops every record of the user."""
+
+    user_id: str
 
 
 @dataclass(frozen=True)
@@ -115,20 +127,22 @@ class ModelMeta:
     last_event_ts: float | None = None  # event time of the newest applied event
 
 
-StateRecord = UserState | ItemState | EngagementState | ModelMeta
+StateRecord = UserState | UserDeleted | ItemState | EngagementState | ModelMeta
 
 
 def _tuple(v: Any) -> tuple[float, ...] | None:
     return None if v is None else tuple(float(x) for x in v)
 
 
-def encode_record(record: StateRecord) -> tuple[bytes, bytes]:
-    """The (key, value) of a record.
+def encode_record(record: StateRecord) -> tuple[bytes, bytes | None]:
+    """The (key, value) of a record (no value: a tombstone).
 
     orjson serializes the dataclass itself (``asdict`` would first deep-copy every vector,
     50 times slower; the consumer encodes every changed entity every second).
     """
     kind = type(record)
+    if kind is UserDeleted:
+        return _USER + record.user_id.encode(), None  # type: ignore[union-attr]
     if kind is UserState:
         key = _USER + record.user_id.encode()  # type: ignore[union-attr]
     elif kind is ItemState:
@@ -147,6 +161,8 @@ def decode_record(key: bytes | None, value: bytes | None) -> StateRecord:
     if not key:
         raise StateRecordError("model-state message without a key")
     if value is None:
+        if key.startswith(_USER):
+            return UserDeleted(key[len(_USER) :].decode())
         raise StateRecordError(f"model-state message {key!r} without a value")
     try:
         data = orjson.loads(value)

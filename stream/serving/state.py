@@ -56,6 +56,7 @@ from stream.serving.records import (
     ModelMeta,
     StateRecord,
     StateRecordError,
+    UserDeleted,
     UserState,
     decode_record,
 )
@@ -220,6 +221,8 @@ class ServingState:
                 self._apply_item(record)
             elif isinstance(record, UserState):
                 self._apply_user(record)
+            elif isinstance(record, UserDeleted):
+                self._delete_user(record.user_id)
             elif isinstance(record, EngagementState):
                 self.engagement = record
             elif isinstance(record, ModelMeta):
@@ -306,6 +309,14 @@ class ServingState:
             vec = np.array(user.implicit_vector, dtype=np.float64)
             self._uvec[uid] = vec
             self._user_sums.add(self._user_keys(user), vec, +1)
+
+    def _delete_user(self, uid: str) -> None:
+        """Drop everything of a user (a tombstone): they are unknown from now on."""
+        old = self._users.pop(uid, None)
+        vec = self._uvec.pop(uid, None)
+        if old is not None and vec is not None:
+            self._user_sums.add(self._user_keys(old), vec, -1)
+        self._urvec.pop(uid, None)
 
     def _user_keys(self, user: UserState) -> list[tuple[str, ...]]:
         return [*user_segments(user.profile), _ALL]
