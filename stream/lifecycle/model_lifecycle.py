@@ -31,6 +31,9 @@ from stream.lifecycle.state import RetrainState
 
 log = logging.getLogger(__name__)
 
+#: Why a control message was not acted on (the label values of its counter).
+CONTROL_REJECT_REASONS = ("malformed", "unloadable_version", "no_history_end")
+
 
 class ModelLifecycle:
     """Drift monitor, retrain policy and the history of alarms, retrains and swaps."""
@@ -58,10 +61,16 @@ class ModelLifecycle:
         self._drift_wait = settings.retrain.drift_wait
         # Next offset of the control topic to read (checkpointed with the learner).
         self.control_offset = 0
+        # Control messages not acted on, by reason (CONTROL_REJECT_REASONS).
+        self.control_rejected: dict[str, int] = {}
 
     def trigger(self, reason: str) -> None:
         """Ask for a retrain at the next review (manual trigger)."""
         self._manual = reason
+
+    def reject_control(self, reason: str) -> None:
+        """Count a control message that could not be acted on."""
+        self.control_rejected[reason] = self.control_rejected.get(reason, 0) + 1
 
     def review(self, event_index: int) -> Decision | None:
         """Turn the alarms raised since the last review into at most one decision.

@@ -13,7 +13,7 @@ so rates and alerts see zeros.
 >>> from stream.learner import Counts
 >>> def learner(counts):
 ...     life = SimpleNamespace(version=0, retrains=[], swaps=[], monitor=None,
-...                            policy=SimpleNamespace(outcomes={}))
+...                            policy=SimpleNamespace(outcomes={}), control_rejected={})
 ...     return SimpleNamespace(counts=counts, lifecycle=life, scores=lambda: {})
 >>> collector = LearnerCollector()
 >>> registry = CollectorRegistry(); registry.register(collector)
@@ -41,6 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stream.events import EVENT_TYPES
+from stream.lifecycle import CONTROL_REJECT_REASONS
 
 if TYPE_CHECKING:
     from stream.learner import FeedbackLearner
@@ -114,6 +115,12 @@ FAMILIES = (
     Family("retrain_requests", "Retrain requests published by this consumer.", True),
     Family("model_swaps", "Batch-trained models swapped into this consumer.", True),
     Family(
+        "control_rejected",
+        "Control messages not acted on (undecodable, or naming an unloadable version), by reason.",
+        True,
+        ("reason",),
+    ),
+    Family(
         "model_version",
         "Registry version of the live models (0: learned online from scratch).",
         False,
@@ -136,6 +143,7 @@ def initial() -> Reading:
     out["events_consumed"] = {(t,): 0.0 for t in (*EVENT_TYPES, "invalid")}
     out["events_dead_lettered"] = {(k,): 0.0 for k in DEAD_LETTER_KINDS}
     out["events_filtered"] = {("bot",): 0.0}
+    out["control_rejected"] = {(r,): 0.0 for r in CONTROL_REJECT_REASONS}
     for name in (
         "events_applied",
         "events_duplicate",
@@ -177,6 +185,7 @@ def read(learner: FeedbackLearner) -> Reading:
     }
     out["retrain_requests"] = {(): float(len(life.retrains))}
     out["model_swaps"] = {(): float(len(life.swaps))}
+    out["control_rejected"] |= _keyed(dict(life.control_rejected))
     out["model_version"] = {(): float(life.version)}
     return out
 
