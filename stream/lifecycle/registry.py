@@ -90,7 +90,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    # Owner-only: a bundle is unpickled (runs code), so only the registry's owner may write it.
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -186,7 +187,8 @@ class ModelRegistry:
         if actual != expected:
             raise RegistryError(
                 f"model version {version} is corrupt: bundle sha256 {actual} does not match "
-                f"the recorded {expected}"
+                f"the recorded {expected}; it was not loaded (publish it again or roll back "
+                "to another version)"
             )
         try:
             bundle = pickle.loads(blob)
