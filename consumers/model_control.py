@@ -7,7 +7,12 @@ Between two batches the consumer calls :meth:`ModelControl.between_batches`, whi
    before its request; the events applied since are read back from the events topic, put
    through the same filters, and learned on top, so no event is skipped and none is learned
    twice; then the new models carry on online;
-3. asks the learner's lifecycle for a retrain decision and publishes it as a request.
+3. gives up on a request unanswered for ``RetrainConfig.timeout_seconds`` plus
+   ``answer_margin_seconds`` (counted in ``feedback_loop_retrain_requests_expired_total``;
+   a late answer is ignored), so the policy may decide again;
+4. asks the learner's lifecycle for a retrain decision and publishes it as a request. Its id
+   is derived from the decision, so a consumer that crashes after publishing and replays up
+   to the same decision publishes the same id again, which the retrainer answers once.
 
 The swap is independent of when it lands: the result is the batch model plus every later
 event, in order, whatever batch it happens between. A version missing from (or corrupt in)
@@ -21,6 +26,7 @@ a version that cannot be loaded) is also counted by reason
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Message
@@ -84,7 +90,7 @@ class ModelControl:
                 self._reject(record.raw, "malformed", record.error)
             elif isinstance(msg, RetrainTrigger):
                 log.warning("manual retrain trigger: %s", msg.reason)
-                life.trigger(msg.reason)
+                life.trigger(msg.reason, record.raw.offset())
             elif isinstance(msg, ModelPublished):
                 log.warning("model version %d published (accepted=%s)", msg.version, msg.accepted)
                 if life.published(msg, consumed):
@@ -106,6 +112,15 @@ class ModelControl:
                     self._reject(record.raw, "no_history_end", "no event_index in its metadata")
                     continue
                 self._deferred.append(DeferredSwap(msg.version, history_end, record.raw))
+        retrain = self.settings.retrain
+        limit = retrain.timeout_seconds + retrain.answer_margin_seconds
+        expired = life.expire(time.time(), limit, consumed)
+        if expired is not None:
+            log.error(
+                "retrain %s timed out: no answer within %.0fs (is the retrainer running?); "
+                "a retrain may be requested again",
+                expired.request_id, limit,
+            )  # fmt: skip
         ready = [d for d in self._deferred if d.history_end <= consumed]
         self._deferred = [d for d in self._deferred if d.history_end > consumed]
         for d in ready:

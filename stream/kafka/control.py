@@ -6,9 +6,10 @@ The message types live in :mod:`stream.events.control`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from pydantic import ValidationError
 
 from stream.events import ControlMessage, ControlMessageBase, decode_control, encode_control
@@ -29,6 +30,28 @@ def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageB
     )
     if producer.flush(30) or errors:
         raise RuntimeError(f"control message not delivered to {topic}: {errors}")
+
+
+def read_control(bootstrap_servers: str, topic: str, timeout: float = 60.0) -> list[ControlMessage]:
+    """Every decodable message of the control topic, from its start to its current end."""
+    consumer = clients.reader(bootstrap_servers, "control-scan", partition_eof=True)
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    out: list[ControlMessage] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while not at_end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"control topic {topic} not read to its end in {timeout}s")
+            for msg in consumer.consume(500, 0.5):
+                if clients.is_data(msg, at_end, source="control topic"):
+                    try:
+                        out.append(decode_control(msg.value() or b""))
+                    except ValidationError:
+                        continue  # not a message anyone can act on
+    finally:
+        consumer.close()
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ so rates and alerts see zeros.
 >>> from stream.learner import Counts
 >>> def learner(counts):
 ...     life = SimpleNamespace(version=0, retrains=[], swaps=[], monitor=None,
-...                            policy=SimpleNamespace(outcomes={}), control_rejected={})
+...                            policy=SimpleNamespace(outcomes={}), control_rejected={},
+...                            requests_expired=0)
 ...     return SimpleNamespace(counts=counts, lifecycle=life, scores=lambda: {})
 >>> collector = LearnerCollector()
 >>> registry = CollectorRegistry(); registry.register(collector)
@@ -115,6 +116,11 @@ FAMILIES = (
     Family("retrain_requests", "Retrain requests published by this consumer.", True),
     Family("model_swaps", "Batch-trained models swapped into this consumer.", True),
     Family(
+        "retrain_requests_expired",
+        "Retrain requests of this consumer given up on: no answer in time.",
+        True,
+    ),
+    Family(
         "control_rejected",
         "Control messages not acted on (undecodable, or naming an unloadable version), by reason.",
         True,
@@ -148,6 +154,7 @@ def initial() -> Reading:
         "events_applied",
         "events_duplicate",
         "retrain_requests",
+        "retrain_requests_expired",
         "model_swaps",
         "model_version",
     ):
@@ -184,6 +191,7 @@ def read(learner: FeedbackLearner) -> Reading:
         (str(d), str(o)): float(n) for (d, o), n in dict(life.policy.outcomes).items()
     }
     out["retrain_requests"] = {(): float(len(life.retrains))}
+    out["retrain_requests_expired"] = {(): float(life.requests_expired)}
     out["model_swaps"] = {(): float(len(life.swaps))}
     out["control_rejected"] |= _keyed(dict(life.control_rejected))
     out["model_version"] = {(): float(life.version)}
