@@ -117,7 +117,7 @@ class ModelControl:
         expired = life.expire(time.time(), limit, consumed)
         if expired is not None:
             log.error(
-                "retrain %s timed out: no answer within %.0fs (is the retrainer running?); "
+                "retrain %s timed out: no answer within %gs (is the retrainer running?); "
                 "a retrain may be requested again",
                 expired.request_id, limit,
             )  # fmt: skip
