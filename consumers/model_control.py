@@ -139,13 +139,14 @@ class ModelControl:
             topic = self.settings.topics.events
             part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
             request = life.request(decision, part_offsets, consumed)
-            publish_control(self.bootstrap_servers, self.settings.topics.control, request)
-            log.warning(
-                "retrain requested (%s) at event %d: %s",
-                request.request_id,
-                consumed,
-                decision.reason,
-            )
+            if life.state.awaits(request.request_id):
+                publish_control(self.bootstrap_servers, self.settings.topics.control, request)
+                log.warning(
+                    "retrain requested (%s) at event %d: %s",
+                    request.request_id, consumed, decision.reason,
+                )  # fmt: skip
+            else:  # answered before a restart (the same decision, made again): not re-sent
+                log.warning("retrain %s was answered already", request.request_id)
             changed = True
         return changed
 

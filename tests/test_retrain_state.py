@@ -400,3 +400,24 @@ def test_an_unanswered_request_times_out_and_its_late_answer_is_ignored() -> Non
     assert life.published(published(newer.request_id, 6, accepted=True), 320)
     # A repeated answer to the same request is not swapped twice.
     assert not life.published(published(newer.request_id, 6, accepted=True), 330)
+
+
+def test_a_request_made_again_after_a_restore_takes_the_answer_already_given() -> None:
+    """Crash after the request, restore from the checkpoint before it: the answer is read
+    before the decision is made again; the repeated request is answered, not re-awaited."""
+    before = lifecycle()
+    raise_alarms(before, signal("dwell_psi", 100))
+    decision = before.review(120)
+    assert decision is not None
+    request = before.request(decision, {0: 120}, 120)
+    restored = lifecycle()  # the checkpoint from before the request
+    assert restored.published(published(request.request_id, 3, accepted=True), 130)
+    raise_alarms(restored, signal("dwell_psi", 100))
+    again = restored.review(125)
+    assert again is not None
+    repeated = restored.request(again, {0: 125}, 125)
+    assert repeated.request_id == request.request_id
+    assert not restored.state.busy  # nothing to wait for: the swap was queued at the answer
+    assert [(r.status, r.answer.version if r.answer else None) for r in restored.retrains] == [
+        ("accepted", 3)
+    ]

@@ -34,6 +34,8 @@ from stream.lifecycle.state import RetrainState
 
 log = logging.getLogger(__name__)
 
+_UNCLAIMED_KEPT = 64
+
 #: Why a control message was not acted on (the label values of its counter).
 CONTROL_REJECT_REASONS = ("malformed", "unloadable_version", "no_history_end")
 
@@ -70,6 +72,9 @@ class ModelLifecycle:
         # Control messages not acted on, by reason (CONTROL_REJECT_REASONS).
         self.control_rejected: dict[str, int] = {}
         self.requests_expired = 0  # retrain requests given up on (no answer in time)
+        # Answers to requests without a record here (another consumer's, or this learner's own
+        # from before a restore), by id: a request made again is answered already. Bounded.
+        self.unclaimed: dict[str, ModelPublished | RetrainFailed] = {}
 
     def trigger(self, reason: str, control_offset: int | None = None) -> None:
         """Ask for a retrain at the next review where none is in progress (manual trigger,
@@ -148,17 +153,27 @@ class ModelLifecycle:
             signals=decision.signals,
             champion=self.champion(),
         )
-        self.state.request(req)
-        self.retrains.append(
-            RetrainRecord(
-                request_id=req.request_id,
-                start_event_index=event_index,
-                decided_at_event_index=decision.event_index,
-                reason=decision.reason,
-                signals=decision.signals,
-            )
+        answer = self.unclaimed.pop(req.request_id, None)
+        record = RetrainRecord(
+            request_id=req.request_id,
+            start_event_index=event_index,
+            decided_at_event_index=decision.event_index,
+            reason=decision.reason,
+            signals=decision.signals,
         )
+        self.retrains.append(record)
+        if answer is None:
+            self.state.request(req)
+        elif isinstance(answer, ModelPublished):  # its version was (or is being) swapped in
+            record.answered(RetrainAnswer.from_published(answer), event_index)
+        else:
+            record.fail(event_index, answer.error)
         return req
+
+    def _unclaimed(self, answer: ModelPublished | RetrainFailed) -> None:
+        self.unclaimed[answer.request_id] = answer
+        while len(self.unclaimed) > _UNCLAIMED_KEPT:
+            del self.unclaimed[next(iter(self.unclaimed))]
 
     def _record(self, request_id: str) -> RetrainRecord | None:
         return next((r for r in self.retrains if r.request_id == request_id), None)
@@ -167,6 +182,7 @@ class ModelLifecycle:
         """Record the retrainer's answer; True when the new version should be swapped in."""
         rec = self._record(msg.request_id)
         if rec is None:  # another consumer's request, or one from before a restore
+            self._unclaimed(msg)
             return msg.accepted
         if rec.status != "requested":
             # Answered already (a repeated answer), or given up on: never swapped twice, and
@@ -189,7 +205,9 @@ class ModelLifecycle:
     def failed(self, msg: RetrainFailed, event_index: int) -> None:
         """Record a failed retrain; the policy may decide again."""
         rec = self._record(msg.request_id)
-        if rec is not None:
+        if rec is None:
+            self._unclaimed(msg)
+        else:
             rec.fail(event_index, msg.error)
         if self.state.awaits(msg.request_id):
             self.state.fail(msg.request_id)
