@@ -5,8 +5,8 @@ A sealed blob is ``MAGIC | format version (u16) | payload length (u64) | sha256 
 a flipped bit or a truncated file is reported instead of loaded. The digest detects
 corruption, not tampering: whoever can write the file can write a matching digest.
 
->>> blob = seal(b"payload", 3)
->>> unseal(blob, 3)
+>>> blob = header(b"payload", 3) + b"payload"
+>>> bytes(unseal(blob, 3))
 b'payload'
 >>> unseal(blob[:-1], 3)
 Traceback (most recent call last):
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
-__all__ = ["MAGIC", "SealError", "UnsupportedFormat", "seal", "unseal"]
+__all__ = ["MAGIC", "SealError", "UnsupportedFormat", "header", "unseal"]
 
 MAGIC = b"FBLOOP\x00\x01"
 _HEADER = struct.Struct(f">{len(MAGIC)}sHQ32s")
@@ -38,12 +38,14 @@ class UnsupportedFormat(SealError):
     """The blob is not sealed, or sealed with another format version."""
 
 
-def seal(payload: bytes, version: int) -> bytes:
-    return _HEADER.pack(MAGIC, version, len(payload), hashlib.sha256(payload).digest()) + payload
+def header(payload: bytes, version: int) -> bytes:
+    """The header to write in front of ``payload`` (written apart: no copy of a big payload)."""
+    return _HEADER.pack(MAGIC, version, len(payload), hashlib.sha256(payload).digest())
 
 
-def unseal(blob: bytes, version: int) -> bytes:
-    """The payload of ``blob`` after checking its header, length and digest."""
+def unseal(blob: bytes, version: int) -> memoryview:
+    """The payload of ``blob`` (a view, not a copy) after checking its header, length and
+    digest."""
     if blob[: len(MAGIC)] != MAGIC[: len(blob)]:
         raise UnsupportedFormat("not a sealed file (an older format, or not written by us)")
     if len(blob) < _HEADER.size:
@@ -51,7 +53,7 @@ def unseal(blob: bytes, version: int) -> bytes:
     magic, found, length, digest = _HEADER.unpack_from(blob)
     if found != version:
         raise UnsupportedFormat(f"format version {found}, this program reads {version}")
-    payload = blob[_HEADER.size :]
+    payload = memoryview(blob)[_HEADER.size :]
     if len(payload) != length:
         raise SealError(
             f"truncated: the header announces {length} payload bytes, the file holds {len(payload)}"

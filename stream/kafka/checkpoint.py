@@ -50,7 +50,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from stream.cadence import Cadence
 from stream.config import ConsumerConfig
-from stream.sealed import SealError, UnsupportedFormat, seal, unseal
+from stream.sealed import SealError, UnsupportedFormat, header, unseal
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,11 @@ class CheckpointStore:
             "offsets": dict(offsets),
             "saved_at": time.time(),
         }
-        blob = seal(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL), FORMAT_VERSION)
+        blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "wb") as f:
+                f.write(header(blob, FORMAT_VERSION))
                 f.write(blob)
                 f.flush()
                 os.fsync(f.fileno())
