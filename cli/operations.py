@@ -162,14 +162,21 @@ def retrainer(
 def retrain(
     reason: Annotated[str, typer.Option(help="Why (logged and reported).")] = "manual",
 ) -> None:
-    """Ask the running consumers to request a retrain now (manual trigger)."""
+    """Ask the consumers to request a retrain (manual trigger), queued on the control topic.
+
+    The control topic is durable: consumers act on the trigger when they next read it (after
+    the retrain in progress, if any), and the retrainer serves the request when it runs.
+    """
     from stream.events import RetrainTrigger
     from stream.kafka.control import publish_control
 
     cfg = settings()
     bootstrap = require_cluster(cfg, "retrain")
     publish_control(bootstrap, cfg.topics.control, RetrainTrigger(reason=reason))
-    console.print(f"retrain trigger published on {cfg.topics.control}")
+    console.print(
+        f"retrain trigger queued on {cfg.topics.control}: each consumer requests a retrain "
+        "once no other is in progress; the retrainer serves it when it runs"
+    )
 
 
 def rollback(

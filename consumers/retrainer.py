@@ -6,6 +6,12 @@ applied (the events topic up to the request's offsets, through the same filters)
 hyperparameter search and the champion/challenger comparison of :mod:`stream.lifecycle.retrain`,
 stores the challenger in the registry (made current only if accepted) and announces it with
 :class:`~stream.kafka.control.ModelPublished`, or :class:`~stream.kafka.control.RetrainFailed`.
+
+Requests are answered once per id: at start the worker reads the whole control topic for the
+answers already given, so a request repeated by a consumer restarted from an older checkpoint
+(same decision, same id) is not retrained twice, and requests published while no retrainer
+ran (still unanswered) are served in order. A version stored in the registry for a request
+whose announcement was lost (a crash in between) is announced again instead of retrained.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ from stream.events import (
     decode_control,
 )
 from stream.kafka import clients
-from stream.kafka.control import publish_control
+from stream.kafka.control import publish_control, read_control
 from stream.kafka.history import read_history
 from stream.lifecycle import HoldoutLosses, ModelRegistry, TrainingData, retrain_with
 from stream.observability.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
+
+# Metadata keys the registry or the request add around the retrain's outcome summary.
+_NOT_OUTCOME = frozenset(
+    {"request_id", "event_index", "offsets", "reason", "version", "created_at", "sha256"}
+)
 
 
 class RetrainWorker:
@@ -47,6 +58,9 @@ class RetrainWorker:
         self.registry = ModelRegistry(settings.retrain.registry_dir)
         self._stop = threading.Event()
         self.handled = 0
+        # Ids of the requests answered on the control topic (by this worker or another).
+        self.answered: set[str] = set()
+        self.repeated = 0  # requests not served because their id was answered already
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -58,6 +72,11 @@ class RetrainWorker:
             session_timeout_ms=self.settings.consumer.session_timeout_ms,
         )
         consumer.subscribe([self.settings.topics.control])
+        self.answered |= {
+            m.request_id
+            for m in read_control(self.bootstrap_servers, self.settings.topics.control)
+            if isinstance(m, ModelPublished | RetrainFailed)
+        }
         log.info("retrainer waiting for requests on %s", self.settings.topics.control)
         try:
             while not self._stop.is_set():
@@ -69,8 +88,15 @@ class RetrainWorker:
                     except ValueError as exc:
                         log.error("invalid control message at %s: %s", msg.offset(), exc)
                         continue
-                    if isinstance(request, RetrainRequest):
-                        self.handle(request)
+                    if isinstance(request, ModelPublished | RetrainFailed):
+                        self.answered.add(request.request_id)
+                    elif isinstance(request, RetrainRequest):
+                        if request.request_id in self.answered:
+                            log.warning("request %s answered already", request.request_id)
+                            self.repeated += 1
+                        else:
+                            self.handle(request)
+                            self.answered.add(request.request_id)
                         self.handled += 1
                     # Committed once handled: a crash mid-retrain re-runs the request.
                     consumer.commit(message=msg, asynchronous=False)
@@ -81,6 +107,12 @@ class RetrainWorker:
 
     def handle(self, request: RetrainRequest) -> ModelPublished | RetrainFailed:
         """Retrain for one request and announce the result on the control topic."""
+        stored = self._stored_answer(request)
+        if stored is not None:  # retrained before a crash, never announced
+            log.warning("retrain %s: announcing stored version %d", request.request_id,
+                        stored.version)  # fmt: skip
+            publish_control(self.bootstrap_servers, self.settings.topics.control, stored)
+            return stored
         started = time.perf_counter()
         if self.metrics is not None:
             self.metrics.in_progress.set(1)
@@ -105,6 +137,21 @@ class RetrainWorker:
             self.metrics.retrains.labels(outcome).inc()
         publish_control(self.bootstrap_servers, self.settings.topics.control, answer)
         return answer
+
+    def _stored_answer(self, request: RetrainRequest) -> ModelPublished | None:
+        """The answer for a version the registry holds for ``request``, if any."""
+        for mv in reversed(self.registry.versions()):
+            meta = mv.metadata
+            if meta.get("request_id") == request.request_id:
+                return ModelPublished(
+                    request_id=request.request_id,
+                    version=mv.version,
+                    accepted=bool(meta.get("accepted")),
+                    offsets=request.offsets,
+                    event_index=request.event_index,
+                    outcome={k: v for k, v in meta.items() if k not in _NOT_OUTCOME},
+                )
+        return None
 
     def _retrain(self, request: RetrainRequest) -> ModelPublished:
         cfg = self.settings.retrain

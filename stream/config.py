@@ -171,6 +171,9 @@ class RetrainConfig(_Frozen):
     validation_events: int = Field(default=10_000, ge=100)
     trials: int = Field(default=10, ge=1)
     timeout_seconds: float = Field(default=300.0, gt=0)
+    # A consumer gives up on a request unanswered after timeout_seconds plus this margin
+    # (reading the history and storing the version take time beyond the search).
+    answer_margin_seconds: float = Field(default=300.0, gt=0)
     # The challenger must beat the champion's hold-out quality loss by this share.
     min_improvement: float = Field(default=0.0, ge=0, lt=1)
     # ... and the hold-out must be at least this sure of it (0: reported, not required).

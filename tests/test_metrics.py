@@ -56,6 +56,8 @@ def fake_learner(applied: int = 0, swaps: int = 0) -> SimpleNamespace:
         version=0, retrains=[], swaps=[{}] * swaps,
         monitor=SimpleNamespace(snapshot=lambda: [dict(r) for r in rows]),
         policy=SimpleNamespace(outcomes=Counter()),
+        control_rejected={},
+        requests_expired=0,
     )
     counts = Counts(consumed=applied, applied=applied, consumed_by_type={"click": applied})
     return SimpleNamespace(counts=counts, lifecycle=life, scores=lambda: {"auc": 0.7})

@@ -154,3 +154,35 @@ def test_missing_and_broken_versions(registry: ModelRegistry) -> None:
     (registry.root / "CURRENT").write_text("garbage")
     with pytest.raises(RegistryError, match="version number"):
         registry.current()
+
+
+def test_stale_publishing_directories_are_removed_on_open(tmp_path: Path) -> None:
+    """A publisher killed mid-write leaves a ``.publishing-*`` directory: the next opening of
+    the registry removes it, but never one whose publisher is still at work (holds the lock)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    root = tmp_path / "registry"
+    ModelRegistry(root).publish(ModelBundle.fresh(ModelConfig()), {})
+    stale = root / ".publishing-v000002-abc123"
+    stale.mkdir()
+    (stale / "bundle.pkl").write_bytes(b"half a bundle")
+    # Another process holds the registry's lock, as a publisher writing that directory does.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+         str(root / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert ModelRegistry(root).remove_stale_publishing() == [] and stale.is_dir()
+    finally:
+        holder.communicate("")
+    reopened = ModelRegistry(root)
+    assert not stale.exists()
+    assert [v.version for v in reopened.versions()] == [1]
+    assert reopened.publish(ModelBundle.fresh(ModelConfig()), {}).version == 2
+    with open(root / ".lock", "a") as f:  # our own lock is free again
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

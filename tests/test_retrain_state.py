@@ -186,10 +186,8 @@ def test_signals_while_busy_are_counted_as_retrain_in_progress() -> None:
     assert life.state.phase == "requested"
 
     raise_alarms(life, signal("dwell_psi", 60_000))
-    life.trigger("manual")
-    assert life.review(60_000) is None
+    assert life.review(60_000) is None  # (a manual trigger is queued instead: see below)
     assert life.policy.outcomes[("dwell_psi", "retrain_in_progress")] == 1
-    assert life.policy.outcomes[("manual", "retrain_in_progress")] == 1
 
     assert life.published(published(request.request_id, 2, accepted=True), 60_500)
     assert (life.state.phase, life.state.version) == ("swapping", 2)
@@ -205,7 +203,6 @@ def test_signals_while_busy_are_counted_as_retrain_in_progress() -> None:
         "dwell_psi:decided": 2,
         "event_type_mix_js:retrain_in_progress": 1,
         "dwell_psi:retrain_in_progress": 2,
-        "manual:retrain_in_progress": 1,
     }
 
 
@@ -345,3 +342,82 @@ def test_missing_scores_are_reported_as_none() -> None:
     row = life.report()["retrains"][0]
     assert row["champion_holdout"] is None and row["validation_score"] is None
     assert row["trials"] == 2 and "error" not in row
+
+
+def test_a_repeated_decision_repeats_its_request_id() -> None:
+    """A consumer restored from a checkpoint before its request replays the events and decides
+    again: the request carries the same id, whatever batch boundary it lands on."""
+    ids = []
+    for review_at in (120, 170):
+        life = lifecycle()
+        raise_alarms(life, signal("dwell_psi", 100))
+        decision = life.review(review_at)
+        assert decision is not None
+        ids.append(life.request(decision, {0: review_at}, review_at).request_id)
+    assert ids[0] == ids[1] == "v0-drift100-p0"
+    manual = lifecycle()
+    manual.trigger("ops", control_offset=17)
+    decision = manual.review(5_000)
+    assert decision is not None
+    assert manual.request(decision, {1: 9, 0: 8}, 17).request_id == "v0-manual17-p0.1"
+
+
+def test_a_manual_trigger_while_busy_is_queued_not_dropped() -> None:
+    life = lifecycle()
+    life.trigger("first", control_offset=1)
+    first = life.review(100)
+    assert first is not None
+    life.request(first, {0: 100}, 100)
+    life.trigger("second", control_offset=2)  # e.g. while the retrainer is down
+    assert life.review(200) is None and life.state.awaits(life.retrains[0].request_id)
+    life.failed(RetrainFailed(request_id=life.retrains[0].request_id, error="x"), 300)
+    second = life.review(400)
+    assert second is not None and second.reason == "second"
+
+
+def test_an_unanswered_request_times_out_and_its_late_answer_is_ignored() -> None:
+    life = lifecycle()
+    life.trigger("manual", control_offset=3)
+    decision = life.review(100)
+    assert decision is not None
+    request = life.request(decision, {0: 100}, 100)
+    asked = life.state.requested_at
+    assert asked is not None
+    assert life.expire(asked + 10, 60, 150) is None and life.state.busy
+    expired = life.expire(asked + 61, 60, 200)
+    assert expired is not None and expired.status == "timed_out"
+    assert not life.state.busy
+    row = life.report()["retrains"][0]
+    assert (row["status"], row["end_event_index"]) == ("timed_out", 200)
+    assert "no answer within 60s" in row["error"]
+    # The late answer swaps nothing and does not disturb a request made since.
+    life.trigger("again", control_offset=4)
+    again = life.review(300)
+    assert again is not None
+    newer = life.request(again, {0: 300}, 300)
+    assert not life.published(published(request.request_id, 5, accepted=True), 310)
+    assert life.state.awaits(newer.request_id)
+    assert life.published(published(newer.request_id, 6, accepted=True), 320)
+    # A repeated answer to the same request is not swapped twice.
+    assert not life.published(published(newer.request_id, 6, accepted=True), 330)
+
+
+def test_a_request_made_again_after_a_restore_takes_the_answer_already_given() -> None:
+    """Crash after the request, restore from the checkpoint before it: the answer is read
+    before the decision is made again; the repeated request is answered, not re-awaited."""
+    before = lifecycle()
+    raise_alarms(before, signal("dwell_psi", 100))
+    decision = before.review(120)
+    assert decision is not None
+    request = before.request(decision, {0: 120}, 120)
+    restored = lifecycle()  # the checkpoint from before the request
+    assert restored.published(published(request.request_id, 3, accepted=True), 130)
+    raise_alarms(restored, signal("dwell_psi", 100))
+    again = restored.review(125)
+    assert again is not None
+    repeated = restored.request(again, {0: 125}, 125)
+    assert repeated.request_id == request.request_id
+    assert not restored.state.busy  # nothing to wait for: the swap was queued at the answer
+    assert [(r.status, r.answer.version if r.answer else None) for r in restored.retrains] == [
+        ("accepted", 3)
+    ]

@@ -31,6 +31,8 @@ class Lifecycle:
     swaps: list[dict[str, Any]] = field(default_factory=list)
     monitor: Any = None
     policy: Any = field(default_factory=lambda: SimpleNamespace(outcomes=Counter()))
+    control_rejected: dict[str, int] = field(default_factory=dict)
+    requests_expired: int = 0
 
 
 def traffic() -> Counts:

@@ -51,13 +51,16 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from stream.cadence import Cadence
 from stream.config import ConsumerConfig
+from stream.sealed import SealError, UnsupportedFormat, header, unseal
 
 log = logging.getLogger(__name__)
 
 # 2: the layered packages (the pickled classes moved) and the retrain state machine.
 # 3: the learner keeps what serving needs (seen items, popularity, changed profiles).
 # 4: factor tables count updates per row and keep cold-start priors.
-# 5: forgotten users (salted digests), user recency and evictions; tables count removed rows.
+# 5: the file is sealed (header with length and sha256, checked before unpickling); the
+#    lifecycle counts rejected control messages and timed-out retrains; forgotten users
+#    (salted digests), user recency and evictions; tables count removed rows.
 FORMAT_VERSION = 5
 FILE_NAME = "checkpoint.pkl"
 
@@ -77,6 +80,11 @@ class SavedCheckpoint:
 
 class CheckpointStore:
     """Saves and loads the checkpoint of one consumer in ``directory``.
+
+    The file is sealed (:mod:`stream.sealed`): its sha256 is checked before it is
+    unpickled, so a corrupt or truncated checkpoint is refused with a clear error instead of
+    loading garbage. It is written owner-only (0o600): unpickling runs code, so the state
+    directory must be trusted.
 
     >>> import tempfile
     >>> store = CheckpointStore(Path(tempfile.mkdtemp()))
@@ -98,9 +106,12 @@ class CheckpointStore:
             "offsets": dict(offsets),
             "saved_at": time.time(),
         }
+        blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            with open(tmp, "wb") as f:
-                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as f:
+                f.write(header(blob, FORMAT_VERSION))
+                f.write(blob)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -130,15 +141,28 @@ class CheckpointStore:
             self.remove_stale_temps()
         if not self.path.exists():
             return None
+        unsupported = (
+            f"cannot read checkpoint {self.path}: it has an unsupported format; move it away "
+            "to start fresh"
+        )
         try:
-            with open(self.path, "rb") as f:
-                payload = pickle.load(f)
+            blob = unseal(self.path.read_bytes(), FORMAT_VERSION)
+        except UnsupportedFormat as err:
+            raise CheckpointError(f"{unsupported} ({err})") from err
+        except SealError as err:
+            raise CheckpointError(
+                f"cannot read checkpoint {self.path}: it is damaged ({err}) and was not loaded; "
+                "move it away to start fresh from the consumer group's offsets, or restore a "
+                "backup of it"
+            ) from err
+        except OSError as err:
+            raise CheckpointError(f"cannot read checkpoint {self.path}: {err}") from err
+        try:
+            payload = pickle.loads(blob)
         except Exception as err:
             raise CheckpointError(f"cannot read checkpoint {self.path}: {err}") from err
         if not isinstance(payload, dict) or payload.get("version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"checkpoint {self.path} has an unsupported format; move it away to start fresh"
-            )
+            raise CheckpointError(unsupported)
         return SavedCheckpoint(payload["state"], payload["offsets"], payload["saved_at"])
 
 

@@ -1,7 +1,7 @@
 """The model lifecycle: retrain state, hold-out window, registry, search and training, swaps."""
 
 from stream.lifecycle.holdout import NO_LOSS, HoldoutWindow
-from stream.lifecycle.model_lifecycle import ModelLifecycle
+from stream.lifecycle.model_lifecycle import CONTROL_REJECT_REASONS, ModelLifecycle
 from stream.lifecycle.records import AlarmRecord, RetrainAnswer, RetrainRecord, SwapRecord
 from stream.lifecycle.registry import ModelRegistry, ModelVersion, RegistryError
 from stream.lifecycle.retrain import RetrainOutcome, retrain, retrain_with
@@ -30,6 +30,7 @@ __all__ = [
     "RetrainRecord",
     "RetrainState",
     "SwapRecord",
+    "CONTROL_REJECT_REASONS",
     "EPOCHS",
     "FACTORS",
     "HoldoutLosses",

@@ -25,7 +25,7 @@ from stream.events import ModelPublished
 
 __all__ = ["AlarmRecord", "RetrainAnswer", "RetrainRecord", "RetrainStatus", "SwapRecord"]
 
-RetrainStatus = Literal["requested", "accepted", "rejected", "failed"]
+RetrainStatus = Literal["requested", "accepted", "rejected", "failed", "timed_out"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,11 @@ class RetrainRecord:
         self.end_event_index = event_index
         self.status = "failed"
         self.error = error
+
+    def time_out(self, event_index: int, error: str) -> None:
+        """No answer in time: the learner stopped waiting (a late answer is ignored)."""
+        self.fail(event_index, error)
+        self.status = "timed_out"
 
     def as_dict(self) -> dict[str, Any]:
         """The report's row: the answer's and the error's keys only once they are known."""

@@ -7,8 +7,10 @@ Layout under the registry root::
     CURRENT                  the version in service (one integer), replaced atomically
     HISTORY                  append-only JSON lines {"version", "at", "action"}
 
-A version is written into a temporary directory and renamed into place, so a reader never
-sees half a version, and its pickle is checked against the recorded sha256 on every load.
+A version is written into a temporary directory (``.publishing-*``, under the registry's lock)
+and renamed into place, so a reader never sees half a version; the temporary directories of
+publishers killed mid-write are removed when a registry is opened. A version's pickle is
+checked against the recorded sha256 on every load, before it is unpickled.
 Publishing does not put a version in service: :meth:`ModelRegistry.set_current` does, and
 :meth:`ModelRegistry.rollback` undoes the last change of the current version (repeatedly:
 the history is a stack). Writers in several processes are serialized by a lock file.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import pickle
 import re
@@ -55,11 +58,14 @@ from stream.models import ModelBundle
 
 __all__ = ["ModelRegistry", "ModelVersion", "RegistryError"]
 
+log = logging.getLogger(__name__)
+
 BUNDLE_FILE = "bundle.pkl"
 METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "HISTORY"
 _LOCK_FILE = ".lock"
+_PUBLISHING = ".publishing-"
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 
 
@@ -90,7 +96,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
+    # Owner-only: a bundle is unpickled (runs code), so only the registry's owner may write it.
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -101,6 +108,23 @@ class ModelRegistry:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.remove_stale_publishing()
+
+    def remove_stale_publishing(self) -> list[Path]:
+        """Delete the temporary directories of publishers that died mid-write; return them.
+
+        A publisher holds the registry's lock for the whole life of its temporary directory,
+        so any found while holding the lock is stale. If another process holds the lock now
+        (it may be publishing), nothing is removed: the next opening does it.
+        """
+        if not self.root.is_dir():
+            return []
+        with self._locked(wait=False) as held:
+            stale = sorted(p for p in self.root.glob(f"{_PUBLISHING}*") if p.is_dir() and held)
+            for path in stale:
+                log.warning("removing %s, left by a publisher that died mid-write", path)
+                shutil.rmtree(path, ignore_errors=True)
+        return stale
 
     # -- paths and locking ------------------------------------------------------------
 
@@ -108,13 +132,18 @@ class ModelRegistry:
         return self.root / f"v{version:06d}"
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Exclusive lock of the registry (publishers and pointer changes in any process)."""
+    def _locked(self, wait: bool = True) -> Iterator[bool]:
+        """Exclusive lock of the registry (publishers and pointer changes in any process);
+        yields whether it is held (always, unless ``wait`` is False and another holds it)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / _LOCK_FILE, "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
@@ -145,7 +174,7 @@ class ModelRegistry:
             version = (numbers[-1] if numbers else 0) + 1
             meta = {**metadata, "version": version, "created_at": _now(), "sha256": digest}
             text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
-            tmp = Path(tempfile.mkdtemp(prefix=f".publishing-v{version:06d}-", dir=self.root))
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_PUBLISHING}v{version:06d}-", dir=self.root))
             try:
                 _write_file(tmp / BUNDLE_FILE, blob)
                 _write_file(tmp / METADATA_FILE, text.encode())
@@ -186,7 +215,8 @@ class ModelRegistry:
         if actual != expected:
             raise RegistryError(
                 f"model version {version} is corrupt: bundle sha256 {actual} does not match "
-                f"the recorded {expected}"
+                f"the recorded {expected}; it was not loaded (publish it again or roll back "
+                "to another version)"
             )
         try:
             bundle = pickle.loads(blob)

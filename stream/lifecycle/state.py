@@ -6,6 +6,7 @@ One retrain at a time. The transitions, each a method named after its event::
     requested  --accept-->    swapping    (the retrainer's version will be swapped in)
     requested  --reject-->    idle        (the challenger lost on the hold-out)
     requested  --fail-->      idle        (the retrainer reported an error)
+    requested  --time_out-->  idle        (no answer in time; a late one is ignored)
     swapping   --abandon-->   idle        (the accepted version could not be loaded)
     any        --swapped-->   idle        (new models are live)
 
@@ -33,6 +34,7 @@ stream.lifecycle.state.InvalidTransition: cannot reject retrain r1 while idle
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +58,8 @@ class RetrainState:
     outstanding: RetrainRequest | None = None
     #: The accepted version awaiting its swap (swapping only).
     version: int | None = None
+    #: Wall-clock time of the request (requested and swapping), for the answer's timeout.
+    requested_at: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -78,6 +82,7 @@ class RetrainState:
                 f"cannot request retrain {request.request_id} while {self.phase} ({self._about()})"
             )
         self.phase, self.outstanding, self.version = "requested", request, None
+        self.requested_at = time.time()
 
     def accept(self, request_id: str, version: int) -> None:
         """requested -> swapping: ``version`` is to be swapped in."""
@@ -93,6 +98,19 @@ class RetrainState:
         """requested -> idle: the retrain failed."""
         self._answer("fail", request_id)
         self._idle()
+
+    def time_out(self, request_id: str) -> None:
+        """requested -> idle: no answer came in time."""
+        self._answer("time out", request_id)
+        self._idle()
+
+    def overdue(self, now: float, limit_seconds: float) -> bool:
+        """Whether the outstanding request has waited for its answer over ``limit_seconds``."""
+        return (
+            self.phase == "requested"
+            and self.requested_at is not None
+            and now - self.requested_at > limit_seconds
+        )
 
     def abandon(self, version: int) -> None:
         """swapping -> idle: ``version`` was accepted but cannot be swapped in."""
@@ -121,3 +139,4 @@ class RetrainState:
 
     def _idle(self) -> None:
         self.phase, self.outstanding, self.version = "idle", None, None
+        self.requested_at = None

@@ -13,7 +13,8 @@ so rates and alerts see zeros.
 >>> from stream.learner import Counts
 >>> def learner(counts):
 ...     life = SimpleNamespace(version=0, retrains=[], swaps=[], monitor=None,
-...                            policy=SimpleNamespace(outcomes={}))
+...                            policy=SimpleNamespace(outcomes={}), control_rejected={},
+...                            requests_expired=0)
 ...     return SimpleNamespace(counts=counts, lifecycle=life, scores=lambda: {})
 >>> collector = LearnerCollector()
 >>> registry = CollectorRegistry(); registry.register(collector)
@@ -41,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stream.events import EVENT_TYPES
+from stream.lifecycle import CONTROL_REJECT_REASONS
 
 if TYPE_CHECKING:
     from stream.learner import FeedbackLearner
@@ -114,6 +116,17 @@ FAMILIES = (
     Family("retrain_requests", "Retrain requests published by this consumer.", True),
     Family("model_swaps", "Batch-trained models swapped into this consumer.", True),
     Family(
+        "retrain_requests_expired",
+        "Retrain requests of this consumer given up on: no answer in time.",
+        True,
+    ),
+    Family(
+        "control_rejected",
+        "Control messages not acted on (undecodable, or naming an unloadable version), by reason.",
+        True,
+        ("reason",),
+    ),
+    Family(
         "model_version",
         "Registry version of the live models (0: learned online from scratch).",
         False,
@@ -139,6 +152,7 @@ def initial() -> Reading:
     out["events_consumed"] = {(t,): 0.0 for t in (*EVENT_TYPES, "invalid")}
     out["events_dead_lettered"] = {(k,): 0.0 for k in DEAD_LETTER_KINDS}
     out["events_filtered"] = {("bot",): 0.0, ("forgotten_user",): 0.0}
+    out["control_rejected"] = {(r,): 0.0 for r in CONTROL_REJECT_REASONS}
     for name in (
         "users_held",
         "users_evicted",
@@ -146,6 +160,7 @@ def initial() -> Reading:
         "events_applied",
         "events_duplicate",
         "retrain_requests",
+        "retrain_requests_expired",
         "model_swaps",
         "model_version",
     ):
@@ -182,7 +197,9 @@ def read(learner: FeedbackLearner) -> Reading:
         (str(d), str(o)): float(n) for (d, o), n in dict(life.policy.outcomes).items()
     }
     out["retrain_requests"] = {(): float(len(life.retrains))}
+    out["retrain_requests_expired"] = {(): float(life.requests_expired)}
     out["model_swaps"] = {(): float(len(life.swaps))}
+    out["control_rejected"] |= _keyed(dict(life.control_rejected))
     out["model_version"] = {(): float(life.version)}
     # getattr: the doctest's stand-in learner has no user accounting.
     for family in ("users_held", "users_evicted", "users_forgotten"):
