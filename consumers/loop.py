@@ -44,7 +44,7 @@ from consumers.state_stream import ModelStateStream
 from stream.config import Settings
 from stream.kafka import clients
 from stream.kafka.checkpoint import Checkpoint, CheckpointStore, FaultHook, Offsets
-from stream.kafka.dead_letters import DeadLetters
+from stream.kafka.dead_letters import PRODUCER_HEADROOM, DeadLetters
 from stream.learner import FeedbackLearner
 from stream.observability.logs import ProgressLog
 from stream.observability.metrics import PipelineMetrics
@@ -151,7 +151,13 @@ class FeedbackConsumer:
             bulk=True,
         )
         letters = DeadLetters(
-            clients.producer(self.bootstrap_servers, linger_ms=20), topics.dead_letters
+            clients.producer(
+                self.bootstrap_servers,
+                linger_ms=20,
+                max_message_bytes=cfg.dead_letter_max_bytes + PRODUCER_HEADROOM,
+            ),
+            topics.dead_letters,
+            cfg.dead_letter_max_bytes,
         )
         self._consumer, self._dead_letters = consumer, letters
         if self.settings.serving.publish_state:

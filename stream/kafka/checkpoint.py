@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 # 2: the layered packages (the pickled classes moved) and the retrain state machine.
 # 3: the learner keeps what serving needs (seen items, popularity, changed profiles).
 # 4: factor tables count updates per row and keep cold-start priors.
-FORMAT_VERSION = 4
+# 5: the de-duplication window keeps a content fingerprint per id; profiles have vocabularies.
+FORMAT_VERSION = 5
 FILE_NAME = "checkpoint.pkl"
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume
