@@ -86,7 +86,7 @@ class ShownEvent(InteractionEvent):
     this item at this position, so learning can correct for position and selection bias.
     """
 
-    position: int | None = Field(default=None, ge=0)
+    position: int | None = Field(default=None, ge=0, le=1_000_000)
     policy: str | None = Field(default=None, min_length=1, max_length=32)
     propensity: float | None = Field(default=None, gt=0, le=1)
 

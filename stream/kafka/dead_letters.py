@@ -40,7 +40,8 @@ _SIZE_HEADERS_BYTES: Final = 128
 def letter_headers(kind: str, reason: str, topic: str, partition: int, offset: int) -> Headers:
     return [
         ("error.kind", kind.encode()),
-        ("error.reason", clip(reason).encode()),
+        # A reason may quote a lone surrogate from a message's JSON: never fail to encode it.
+        ("error.reason", clip(reason).encode(errors="backslashreplace")),
         ("source.topic", topic.encode()),
         ("source.partition", str(partition).encode()),
         ("source.offset", str(offset).encode()),
