@@ -387,11 +387,11 @@ class Admission:
             limits, profiles = self.limits, self.profiles
             if limits.require_known_users and ie.user_id not in profiles.users:
                 return self._reject(
-                    Rejection("unknown_user", f"unknown user {ie.user_id!r}", etype)
+                    Rejection("unknown_user", f"unknown user {quote(ie.user_id)}", etype)
                 )
             if limits.require_known_items and ie.item_id not in profiles.items:
                 return self._reject(
-                    Rejection("unknown_item", f"unknown item {ie.item_id!r}", etype)
+                    Rejection("unknown_item", f"unknown item {quote(ie.item_id)}", etype)
                 )
             if self.bots.is_bot(ie.user_id, ie.ts):
                 # Seen, so a redelivery of it counts as a duplicate, not filtered again.
