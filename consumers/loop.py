@@ -151,8 +151,8 @@ class FeedbackConsumer:
             partition_eof=True,
             bulk=True,
         )
-        letters = DeadLetters(
-            clients.producer(self.bootstrap_servers, linger_ms=20), topics.dead_letters
+        letters = DeadLetters.connect(
+            self.bootstrap_servers, topics.dead_letters, cfg.dead_letter_max_bytes, linger_ms=20
         )
         self._consumer, self._dead_letters = consumer, letters
         if self.settings.serving.publish_state:

@@ -41,7 +41,6 @@ from stream.events import (
     RetrainFailed,
     RetrainTrigger,
 )
-from stream.kafka import clients
 from stream.kafka.control import ControlReader, publish_control
 from stream.kafka.dead_letters import DeadLetters
 from stream.kafka.history import read_history
@@ -203,8 +202,10 @@ class ModelControl:
         log.error("control message at offset %s rejected (%s): %s", raw.offset(), reason, detail)
         self.learner.lifecycle.reject_control(reason)
         if self._letters is None:
-            self._letters = DeadLetters(
-                clients.producer(self.bootstrap_servers), self.settings.topics.dead_letters
+            self._letters = DeadLetters.connect(
+                self.bootstrap_servers,
+                self.settings.topics.dead_letters,
+                self.settings.consumer.dead_letter_max_bytes,
             )
         self._letters.send(raw, "control_rejected", f"{reason}: {detail}")
         self._letters.flush()

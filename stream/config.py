@@ -63,6 +63,17 @@ class Limits(_Frozen):
     # Events for users/items never announced by a profile event are dead-lettered.
     require_known_users: bool = True
     require_known_items: bool = True
+    # A message larger than this (bytes) is dead-lettered unparsed, kind ``oversized``
+    # (1 MiB: Kafka's default message size limit; real events are a few hundred bytes).
+    max_message_bytes: int = Field(default=1_048_576, ge=1)
+    # Item profiles: at most this many genres, each at most max_label_length characters
+    # (a longer list or label dead-letters the profile, kind ``invalid_event``).
+    max_genres_per_item: int = Field(default=32, ge=1)
+    max_label_length: int = Field(default=64, ge=1)
+    # Distinct values remembered per profile field (genres, genders, occupations): a new
+    # value beyond this many is stored as "(other)", so the click model's features and the
+    # cold-start keys stay bounded whatever the producers send.
+    max_vocabulary: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
     def _scale_is_ordered(self) -> Limits:
@@ -120,6 +131,11 @@ class ConsumerConfig(_Frozen):
     # Bounded memory: at most this many users with learned state (None: unbounded); past it
     # (+5%) the least recently active are evicted and come back as cold starts.
     max_users: int | None = Field(default=None, ge=1)
+    # Largest dead letter produced (value + key + headers, bytes): a larger rejected message
+    # is cut to fit, with headers giving its original size. Below the 1 MB default message
+    # limit of librdkafka and of Kafka topics; raise it only with the topic's
+    # max.message.bytes.
+    dead_letter_max_bytes: int = Field(default=900_000, ge=16_384)
 
 
 class DriftConfig(_Frozen):

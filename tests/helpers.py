@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
 
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import ConsumerConfig, Settings, Topics, settings_env
@@ -73,9 +73,37 @@ BAD_MESSAGES = [
     b'{"type": "teleport", "event_id": "x1", "user_id": "u00001", "ts": 1.7e9}',
     b'{"type": "rating", "event_id": "x2", "user_id": "u00001", "item_id": "i00001",'
     b' "ts": 1.7e9, "rating": 11}',
-    b'{"type": "click", "event_id": "x3", "user_id": "nobody", "item_id": "i00001",'
-    b' "ts": 1.7e9}',
+    b'{"type": "click", "event_id": "x3", "user_id": "nobody", "item_id": "i00001", "ts": 1.7e9}',
 ]
+
+
+def publish_raw(settings: Settings, messages: list[bytes | None]) -> list[int]:
+    """Publish raw values (None: a message without a value), in order, through one producer
+    that accepts messages up to 64 MB; return the offset of each."""
+    config = clients.producer_config(settings.bootstrap_servers or "", bulk=True)
+    producer = Producer({**config, "message.max.bytes": 64 * 1024 * 1024})
+    offsets: list[int] = [-1] * len(messages)
+    errors: list[str] = []
+
+    def delivered(i: int) -> Callable[[Any, Message], None]:
+        def on_delivery(err: Any, msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                offsets[i] = msg.offset() or 0
+
+        return on_delivery
+
+    for i, value in enumerate(messages):
+        while True:
+            try:
+                producer.produce(settings.topics.events, value, on_delivery=delivered(i))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(120) == 0 and not errors, errors[:3]
+    return offsets
 
 
 def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str, Any]:

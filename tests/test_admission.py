@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from producers.simulator import Simulator, SimulatorConfig
@@ -22,6 +23,7 @@ from stream.events import (
 from stream.kafka.history import HistoryCollector
 from stream.learner import FeedbackLearner
 from stream.lifecycle import TrainingData
+from stream.models.click import EngagementModel
 
 KW: dict[str, Any] = {"user_id": "u", "item_id": "i", "ts": 1.7e9}
 
@@ -37,7 +39,7 @@ def gate(**limits: Any) -> Admission:
     ("raw", "kind", "event_type"),
     [
         (b"", "invalid_event", "invalid"),
-        (None, "invalid_event", "invalid"),
+        (None, "null_value", "invalid"),
         (b"{not json", "malformed_json", "invalid"),
         (b'{"type": "teleport", "event_id": "x"}', "unknown_type", "invalid"),
         (b'{"event_id": "x"}', "unknown_type", "invalid"),
@@ -163,3 +165,146 @@ def test_reconciles_on_a_simulated_stream_with_bots_and_bad_messages() -> None:
     admitted = [o for o in outcomes if o is not None and not isinstance(o, Rejection)]
     interactions = [o for o in admitted if o.type not in ("user_profile", "item_profile")]
     assert history.events == interactions and len(interactions) > 3000
+
+
+def _raw(**fields: Any) -> bytes:
+    ids = {
+        "user_profile": {"user_id": "u"},
+        "item_profile": {"item_id": "i"},
+    }.get(fields["type"], {"user_id": "u", "item_id": "i"})
+    return orjson.dumps({"event_id": "x", **ids, "ts": 1.7e9, **fields})
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (_raw(type="rating", rating="4"), "rating"),
+        (_raw(type="rating", rating=True), "rating"),
+        (_raw(type="rating", rating=4, ts="1700000000"), "ts"),
+        (_raw(type="rating", rating=4, ts=True), "ts"),
+        (_raw(type="impression", position="2"), "position"),
+        (_raw(type="impression", position=2.0), "position"),
+        (_raw(type="dwell", seconds="12"), "seconds"),
+        (_raw(type="click", context={"hour": "3"}), "context.hour"),
+        (_raw(type="click", context={"weekday": False}), "context.weekday"),
+        (_raw(type="user_profile", age="30"), "age"),
+    ],
+)
+def test_lax_values_are_rejected(raw: bytes, where: str) -> None:
+    out = gate().admit_raw(raw)
+    assert isinstance(out, Rejection) and out.kind == "invalid_event"
+    assert out.reason.startswith(where + ":")
+
+
+def test_integers_stay_valid_for_float_fields() -> None:
+    out = gate().admit_raw(_raw(type="rating", rating=4, ts=1_700_000_000))
+    assert isinstance(out, RatingEvent) and (out.rating, out.ts) == (4.0, 1.7e9)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "",
+        " ",
+        "\t",
+        "\u0000",
+        "\u200b",
+        "u\u200b",
+        "\ufeffu",
+        "u\u202e",
+        " u",
+        "u ",
+        "u\n1",
+        "\u00a0",
+        "u\u3000v",
+    ],
+)
+@pytest.mark.parametrize("field", ["event_id", "user_id", "item_id"])
+def test_blank_and_invisible_ids_are_rejected(bad_id: str, field: str) -> None:
+    out = gate().admit_raw(_raw(type="click", **{field: bad_id}))
+    assert isinstance(out, Rejection) and out.kind == "invalid_event", out
+    assert out.reason.startswith(field + ":")
+
+
+def test_ordinary_ids_stay_valid() -> None:
+    adm = gate(require_known_users=False, require_known_items=False)
+    for i, good in enumerate(["u 1", "ユーザー", "é", "user-42", "a.b@c", "😀"]):
+        out = adm.admit_raw(_raw(type="click", event_id=f"c{i}", user_id=good))
+        assert not isinstance(out, Rejection) and out is not None, (good, out)
+
+
+def test_whitespace_event_ids_no_longer_vanish_as_duplicates() -> None:
+    adm = gate()
+    for i, blank in enumerate([" ", "  ", "\t"]):
+        assert isinstance(
+            adm.admit_raw(_raw(type="click", event_id=blank, ts=1.7e9 + i)), Rejection
+        )
+    c = adm.counts
+    assert (c.duplicates, c.dead_lettered, c.dead_letters_by_kind) == (0, 3, {"invalid_event": 3})
+
+
+def test_same_event_id_with_other_content_is_dead_lettered_not_dropped() -> None:
+    adm = gate()
+    first = _raw(type="rating", event_id="r", rating=4)
+    assert adm.admit_raw(first) is not None
+    assert adm.admit_raw(first) is None  # the same bytes again: a duplicate
+    out = adm.admit_raw(_raw(type="rating", event_id="r", rating=1))
+    assert isinstance(out, Rejection) and out.kind == "conflicting_duplicate"
+    assert "'r'" in out.reason and out.event_type == "rating"
+    c = adm.counts
+    assert (c.applied, c.duplicates, c.dead_lettered) == (3, 1, 1) and c.reconciles()
+    assert c.dead_letters_by_kind == {"conflicting_duplicate": 1}
+
+
+def test_oversized_and_huge_values_get_short_reasons() -> None:
+    adm = gate()
+    huge_type = orjson.dumps({"type": "t" * 600_000, "event_id": "x"})
+    out = adm.admit_raw(huge_type)
+    assert isinstance(out, Rejection) and out.kind == "unknown_type"
+    assert len(out.reason) < 400 and "600000 chars" in out.reason
+    big = b'{"type": "click", "pad": "' + b"x" * 2_000_000 + b'"}'
+    out = adm.admit_raw(big)
+    assert isinstance(out, Rejection) and out.kind == "oversized"
+    assert str(len(big)) in out.reason
+    many = orjson.dumps({"type": "click", **{f"k{i}" * 50: i for i in range(5000)}})
+    out = adm.admit_raw(many)
+    assert isinstance(out, Rejection) and len(out.reason) < 1100
+
+
+def test_item_profiles_are_bounded() -> None:
+    adm = gate()
+    genres = [f"g{i}" for i in range(20_000)]
+    out = adm.admit_raw(_raw(type="item_profile", item_id="j", genres=genres))
+    assert isinstance(out, Rejection) and out.kind == "invalid_event"
+    assert "20000 genres" in out.reason and len(out.reason) < 200
+    out = adm.admit_raw(_raw(type="item_profile", item_id="j", genres=["x" * 65]))
+    assert isinstance(out, Rejection) and out.kind == "invalid_event"
+    assert "j" not in adm.profiles.items
+
+
+def test_profile_vocabularies_are_capped_to_other() -> None:
+    adm = Admission(Limits(max_vocabulary=3), dedup_window=100, bot_events_per_minute=5)
+    for i in range(10):
+        adm.admit_raw(
+            _raw(type="item_profile", event_id=f"i{i}", item_id=f"i{i}", genres=[f"g{i}", "Drama"])
+        )
+        adm.admit_raw(
+            _raw(
+                type="user_profile",
+                event_id=f"u{i}",
+                user_id=f"u{i}",
+                gender=f"x{i}",
+                occupation=f"job{i}",
+            )
+        )
+    assert adm.counts.applied == 20
+    items, users = adm.profiles.items, adm.profiles.users
+    assert items["i0"]["genres"] == ("g0", "Drama") and items["i1"]["genres"] == ("g1", "Drama")
+    assert items["i9"]["genres"] == ("(other)", "Drama")
+    assert {u["gender"] for u in users.values()} == {"x0", "x1", "x2", "(other)"}
+    assert {u["occupation"] for u in users.values()} == {"job0", "job1", "job2", "(other)"}
+    features = set()
+    for u in users.values():
+        for it in items.values():
+            features.update(EngagementModel.features(u, it, None))
+    assert len(features) <= 4 + 4 + 4 + 3 * 4 * 4  # bounded by the vocabularies

@@ -3,15 +3,20 @@
 :class:`Admission` is the one gate of the live learner and of the retrainer's history reader,
 so both see exactly the same events in the same order. A message is, in this order:
 
-1. decoded and validated (else dead-lettered: ``malformed_json``, ``unknown_type``,
-   ``invalid_event``, or ``empty`` message), including, when the limits declare a
+1. decoded and validated (else dead-lettered: ``null_value`` for a message without a value,
+   ``oversized`` above ``Limits.max_message_bytes``, ``malformed_json``, ``unknown_type``,
+   ``invalid_event``, including an empty message), including, when the limits declare a
    ``rating_step``, that a rating sits on it (``invalid_event``, e.g. 3.7 on half stars);
-2. dropped if its ``event_id`` was seen recently (a duplicate);
+2. dropped if its ``event_id`` was seen recently with the same content (a duplicate); the
+   same id with other content is dead-lettered (``conflicting_duplicate``): the first one
+   stays applied, the other is kept for inspection. Content is compared by a CRC-32 of the
+   message bytes, kept with each id of the de-duplication window;
 3. for an interaction: dead-lettered if its user or item has no profile yet
    (``unknown_user``, ``unknown_item``, when the limits require known ids), then dropped if
    its user looks like a bot (filtered, reason ``bot``);
-4. admitted: a profile is stored (:class:`Profiles`), an interaction is returned for the
-   models to learn.
+4. admitted: a profile is stored (:class:`Profiles`, where genres, genders and occupations
+   beyond ``Limits.max_vocabulary`` distinct values become ``"(other)"``), an interaction is
+   returned for the models to learn.
 
 Every message ends in exactly one bucket, so ``consumed == applied + dead_lettered +
 filtered + duplicates``.
@@ -23,11 +28,13 @@ filtered + duplicates``.
 >>> gate.admit_raw(b'{"type":"click","event_id":"c1","user_id":"u1","item_id":"i1","ts":1.7e9}')
 Rejection(kind='unknown_item', reason="unknown item 'i1'", event_type='click')
 >>> gate.admit_raw(b'{"type": "user_profile", "event_id": "p1", "user_id": "u1", "ts": 1.7e9}')
->>> gate.admit_raw(b"").kind
-'invalid_event'
+>>> gate.admit_raw(b"").kind, gate.admit_raw(None).kind
+('invalid_event', 'null_value')
+>>> gate.admit_raw(b'{"type": "user_profile", "event_id": "p1", "user_id": "u2", "ts": 1.7e9}')[:2]
+('conflicting_duplicate', "event id 'p1' was seen with other content")
 >>> c = gate.counts
 >>> (c.consumed, c.applied, c.dead_lettered, c.duplicates, c.reconciles())
-(4, 1, 2, 1, True)
+(6, 1, 4, 1, True)
 >>> gate.profiles.users
 {'u1': {'age': None, 'gender': None, 'occupation': None}}
 """
@@ -36,21 +43,25 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, Final, NamedTuple, cast
+from zlib import crc32
 
 from stream.config import Limits, Settings
-from stream.events.codec import InvalidEvent, decode_event
+from stream.events.codec import InvalidEvent, decode_event, encode_event
 from stream.events.forgotten import ForgottenUsers
 from stream.events.schema import (
+    DEFAULT_LIMITS,
     Event,
     InteractionEvent,
     ItemProfileEvent,
     RatingEvent,
     UserProfileEvent,
 )
+from stream.events.text import quote
 
 __all__ = [
     "BOT_BLOCK_SECONDS",
+    "OTHER",
     "Admission",
     "BotFilter",
     "Counts",
@@ -58,6 +69,7 @@ __all__ = [
     "Rejection",
     "STEP_TOLERANCE",
     "SeenEvents",
+    "Vocabulary",
     "off_step",
 ]
 
@@ -66,6 +78,9 @@ BOT_BLOCK_SECONDS = 86400
 _INTERACTIONS = frozenset({"impression", "click", "dwell", "rating"})
 # How far (in steps) a rating may sit from the step grid: float noise, not a real value.
 STEP_TOLERANCE = 1e-6
+# What a profile value beyond its field's vocabulary is stored as (parenthesized: no clash
+# with a real value such as MovieLens's occupation "other").
+OTHER: Final = "(other)"
 
 
 def off_step(rating: float, rating_min: float, step: float) -> bool:
@@ -117,30 +132,36 @@ class Counts:
 
 
 class SeenEvents:
-    """A sliding window of the last ``size`` event ids, for de-duplication.
+    """A sliding window of the last ``size`` event ids, each with its content's fingerprint,
+    for de-duplication.
 
     >>> seen = SeenEvents(2)
     >>> for event_id in ("a", "b", "c"):
-    ...     seen.add(event_id)
-    >>> "a" in seen, "c" in seen, len(seen)
-    (False, True, 2)
+    ...     seen.add(event_id, 7)
+    >>> "a" in seen, "c" in seen, len(seen), seen.fingerprint("c"), seen.fingerprint("a")
+    (False, True, 2, 7, None)
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._ids: set[str] = set()
+        # id -> fingerprint (a dict, not a set: one lookup answers both questions).
+        self._ids: dict[str, int] = {}
         self._order: deque[str] = deque()
 
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._ids
 
-    def add(self, event_id: str) -> None:
+    def fingerprint(self, event_id: str) -> int | None:
+        """The fingerprint the id was seen with (None: not in the window)."""
+        return self._ids.get(event_id)
+
+    def add(self, event_id: str, fingerprint: int) -> None:
         if self.size == 0:
             return
-        self._ids.add(event_id)
+        self._ids[event_id] = fingerprint
         self._order.append(event_id)
         if len(self._order) > self.size:
-            self._ids.discard(self._order.popleft())
+            self._ids.pop(self._order.popleft(), None)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -151,7 +172,7 @@ class SeenEvents:
 
         >>> seen = SeenEvents(5)
         >>> for event_id in ("profile-u7", "c1", "u7-c2", "u70"):
-        ...     seen.add(event_id)
+        ...     seen.add(event_id, 0)
         >>> seen.drop_containing("u7"), "c1" in seen, len(seen)
         (3, True, 1)
         """
@@ -159,8 +180,35 @@ class SeenEvents:
         dropped = len(self._order) - len(kept)
         if dropped:
             self._order = kept
-            self._ids = set(kept)
+            self._ids = {e: self._ids[e] for e in kept}
         return dropped
+
+
+class Vocabulary:
+    """The distinct values of one profile field, at most ``size``; later new ones are OTHER.
+
+    >>> genres = Vocabulary(2)
+    >>> [genres.admit(g) for g in ("Drama", "Comedy", "Noir", "Drama")]
+    ['Drama', 'Comedy', '(other)', 'Drama']
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: set[str] = set()
+
+    def admit(self, value: str) -> str:
+        """``value`` if known or there is room for it (then remembered), else OTHER."""
+        values = self.values
+        if value in values:
+            return value
+        if len(values) >= self.size:
+            return OTHER
+        values.add(value)
+        return value
+
+    def admit_all(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """Each of ``values`` admitted, in order, without repeats."""
+        return tuple(dict.fromkeys(self.admit(v) for v in values))
 
 
 class Profiles:
@@ -168,6 +216,8 @@ class Profiles:
 
     Which ids got a new or changed profile is also recorded until :meth:`drain_changed`
     takes it (the model-state exporter publishes those), cheap because profiles are rare.
+    Genres, genders and occupations each have a :class:`Vocabulary` of ``vocabulary_size``
+    values: what the models see of profiles is bounded, whatever producers send.
 
     >>> p = Profiles()
     >>> p.add(ItemProfileEvent(event_id="e", item_id="i", ts=1.7e9, genres=("Drama",)))
@@ -180,7 +230,10 @@ class Profiles:
     (set(), set())
     """
 
-    def __init__(self) -> None:
+    def __init__(self, vocabulary_size: int = DEFAULT_LIMITS.max_vocabulary) -> None:
+        self.genres = Vocabulary(vocabulary_size)
+        self.genders = Vocabulary(vocabulary_size)
+        self.occupations = Vocabulary(vocabulary_size)
         self.users: dict[str, dict[str, Any]] = {}
         self.items: dict[str, dict[str, Any]] = {}
         # Ids whose profile is new or changed since the last drain_changed().
@@ -190,12 +243,17 @@ class Profiles:
     def add(self, e: UserProfileEvent | ItemProfileEvent) -> None:
         """Store a profile (the last one of an id wins)."""
         if isinstance(e, UserProfileEvent):
-            profile = {"age": e.age, "gender": e.gender, "occupation": e.occupation}
+            gender, occupation = e.gender, e.occupation
+            profile = {
+                "age": e.age,
+                "gender": None if gender is None else self.genders.admit(gender),
+                "occupation": None if occupation is None else self.occupations.admit(occupation),
+            }
             if self.users.get(e.user_id) != profile:
                 self.changed_users.add(e.user_id)
             self.users[e.user_id] = profile
         else:
-            item = {"genres": e.genres, "year": e.year}
+            item = {"genres": self.genres.admit_all(e.genres), "year": e.year}
             if self.items.get(e.item_id) != item:
                 self.changed_items.add(e.item_id)
             self.items[e.item_id] = item
@@ -280,10 +338,11 @@ class Admission:
         self.limits = limits
         self.counts = Counts()
         self.seen = SeenEvents(dedup_window)
-        self.profiles = Profiles()
+        self.profiles = Profiles(limits.max_vocabulary)
         self.bots = BotFilter(bot_events_per_minute)
         # Users who asked to be forgotten: their events are filtered (``forgotten_user``).
         self.forgotten = ForgottenUsers()
+        self._max_bytes = limits.max_message_bytes
         # Read once: the step check must cost nothing per event when no step is declared.
         self._rating_step = limits.rating_step
 
@@ -295,23 +354,34 @@ class Admission:
     def admit_raw(self, raw: bytes | None) -> Event | Rejection | None:
         """Decode one message and :meth:`admit` it (a message that fails is dead-lettered)."""
         try:
+            if raw is None:
+                # A tombstone, or a producer that sent no value: not the same as b"".
+                raise InvalidEvent("null message value (no bytes at all)", kind="null_value")
             if not raw:
                 raise InvalidEvent("empty message")
+            if len(raw) > self._max_bytes:
+                raise InvalidEvent(
+                    f"message of {len(raw)} bytes exceeds the limit of {self._max_bytes}",
+                    kind="oversized",
+                )
             event = decode_event(raw, self.limits)
         except InvalidEvent as err:
             c = self.counts
             c.consumed += 1
             c.consumed_by_type[err.event_type] = c.consumed_by_type.get(err.event_type, 0) + 1
             return self._reject(Rejection(err.kind, err.reason, err.event_type))
-        return self.admit(event)
+        return self.admit(event, crc32(raw))
 
-    def admit(self, event: Event) -> Event | Rejection | None:
+    def admit(self, event: Event, fingerprint: int | None = None) -> Event | Rejection | None:
         """Count one validated event and decide its fate.
 
         Returns the event when it is admitted (counted as applied: a profile is stored
         already, an interaction is the caller's to learn), a :class:`Rejection` for the
         dead letters, or None when it is dropped (a duplicate, or filtered).
+        ``fingerprint`` is the CRC-32 of the message bytes (default: of the event encoded).
         """
+        if fingerprint is None:
+            fingerprint = crc32(encode_event(event))
         c = self.counts
         c.consumed += 1
         etype = event.type
@@ -336,29 +406,38 @@ class Admission:
             )
             return None
         event_id = event.event_id
-        if event_id in self.seen:
-            c.duplicates += 1
-            return None
+        first = self.seen.fingerprint(event_id)
+        if first is not None:
+            if first == fingerprint:
+                c.duplicates += 1
+                return None
+            return self._reject(
+                Rejection(
+                    "conflicting_duplicate",
+                    f"event id {quote(event_id)} was seen with other content",
+                    etype,
+                )
+            )
         if etype in _INTERACTIONS:  # a string test: isinstance on pydantic models costs more
             ie = cast(InteractionEvent, event)
             limits, profiles = self.limits, self.profiles
             if limits.require_known_users and ie.user_id not in profiles.users:
                 return self._reject(
-                    Rejection("unknown_user", f"unknown user {ie.user_id!r}", etype)
+                    Rejection("unknown_user", f"unknown user {quote(ie.user_id)}", etype)
                 )
             if limits.require_known_items and ie.item_id not in profiles.items:
                 return self._reject(
-                    Rejection("unknown_item", f"unknown item {ie.item_id!r}", etype)
+                    Rejection("unknown_item", f"unknown item {quote(ie.item_id)}", etype)
                 )
             if self.bots.is_bot(ie.user_id, ie.ts):
                 # Seen, so a redelivery of it counts as a duplicate, not filtered again.
-                self.seen.add(event_id)
+                self.seen.add(event_id, fingerprint)
                 c.filtered += 1
                 c.filtered_by_reason["bot"] = c.filtered_by_reason.get("bot", 0) + 1
                 return None
         else:
             self.profiles.add(cast(UserProfileEvent | ItemProfileEvent, event))
-        self.seen.add(event_id)
+        self.seen.add(event_id, fingerprint)
         c.applied += 1
         return event
 

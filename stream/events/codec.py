@@ -1,5 +1,10 @@
 """The wire format of events: compact JSON in, validated typed events out.
 
+Validation off the wire is strict: a JSON string or boolean is not a number, a float is not
+an integer (an integer is a valid float: ``"rating": 4``). Reasons quote at most a bounded
+part of any offending value (:mod:`stream.events.text`), so a reason stays short whatever
+the message.
+
 >>> from stream.events.schema import RatingEvent
 >>> e = RatingEvent(event_id="e1", user_id="u1", item_id="i1", ts=1.7e9, rating=4)
 >>> raw = encode_event(e)
@@ -9,6 +14,15 @@ True
 Traceback (most recent call last):
 ...
 stream.events.codec.InvalidEvent: ...user_id: Field required...
+>>> decode_event(b'{"type":"rating","event_id":"e3","user_id":"u1","item_id":"i1",'
+...              b'"ts":1.7e9,"rating":"4"}')
+Traceback (most recent call last):
+...
+stream.events.codec.InvalidEvent: rating: Input should be a valid number
+>>> decode_event(b'{"type":"click","event_id":" ","user_id":"u1","item_id":"i1","ts":1.7e9}')
+Traceback (most recent call last):
+...
+stream.events.codec.InvalidEvent: event_id: must be printable text without control, ...
 """
 
 from __future__ import annotations
@@ -19,7 +33,8 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from stream.config import Limits
-from stream.events.schema import DEFAULT_LIMITS, EVENT_TYPES, BaseEvent, Event
+from stream.events.schema import DEFAULT_LIMITS, EVENT_TYPES, ID_RULE, BaseEvent, Event
+from stream.events.text import clip, quote
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -39,18 +54,30 @@ class InvalidEvent(ValueError):
         self.kind = kind
 
 
+# Errors a reason lists (a message with thousands of bad fields has thousands of errors).
+_REASON_ERRORS = 5
+
+
 def _reason(err: ValidationError) -> str:
+    errors = err.errors(include_url=False, include_input=False)
     parts = []
-    for e in err.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in e["loc"][1:] or e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
-    return "; ".join(parts)
+    for e in errors[:_REASON_ERRORS]:
+        # A location names the message's own keys, which may be anything: bound each.
+        loc = ".".join(
+            str(p) if isinstance(p, int) or len(p) <= 64 else quote(p, 64)
+            for p in (e["loc"][1:] or e["loc"])
+        )
+        msg = ID_RULE if e["type"] == "string_pattern_mismatch" else e["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    if len(errors) > _REASON_ERRORS:
+        parts.append(f"and {len(errors) - _REASON_ERRORS} more errors")
+    return clip("; ".join(parts))
 
 
 def decode_event(raw: bytes, limits: Limits | None = None) -> Event:
     """Parse and validate one message; raise :class:`InvalidEvent` with a clear reason."""
     try:
-        return _ADAPTER.validate_json(raw, context=limits or DEFAULT_LIMITS)
+        return _ADAPTER.validate_json(raw, strict=True, context=limits or DEFAULT_LIMITS)
     except ValidationError as err:
         first = err.errors(include_url=False, include_input=False)[0]
         if first["type"] == "json_invalid":
@@ -58,7 +85,7 @@ def decode_event(raw: bytes, limits: Limits | None = None) -> Event:
         if first["type"] == "union_tag_invalid":
             tag = first.get("ctx", {}).get("tag", "?")
             raise InvalidEvent(
-                f"unknown event type {tag!r}; expected one of {', '.join(EVENT_TYPES)}",
+                f"unknown event type {quote(tag)}; expected one of {', '.join(EVENT_TYPES)}",
                 kind="unknown_type",
             ) from None
         if first["type"] == "union_tag_not_found":
@@ -70,9 +97,9 @@ def _type_of(raw: bytes) -> str:
     """Best-effort type label for a message that failed validation (bounded values only)."""
     try:
         t = orjson.loads(raw).get("type")
-    except Exception:
+        return t if t in EVENT_TYPES else "invalid"
+    except Exception:  # not JSON, not an object, an unhashable type
         return "invalid"
-    return t if t in EVENT_TYPES else "invalid"
 
 
 def encode_event(event: BaseEvent) -> bytes:
@@ -85,4 +112,5 @@ def event_from_dict(data: dict[str, Any], limits: Limits | None = None) -> Event
     try:
         return _ADAPTER.validate_python(data, context=limits or DEFAULT_LIMITS)
     except ValidationError as err:
-        raise InvalidEvent(_reason(err), str(data.get("type", "invalid"))) from None
+        t = data.get("type")
+        raise InvalidEvent(_reason(err), t if t in EVENT_TYPES else "invalid") from None

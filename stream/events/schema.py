@@ -1,8 +1,12 @@
 """Typed feedback events: one pydantic model per event type.
 
 Every event is one JSON object with a ``type`` discriminator and a ``schema_version``.
-Validation limits (rating scale, dwell cap, sane timestamps) come from
-:class:`stream.config.Limits`, passed as the validation context.
+Validation limits (rating scale, dwell cap, sane timestamps, profile sizes) come from
+:class:`stream.config.Limits`, passed as the validation context. Messages off the wire are
+validated strictly (:mod:`stream.events.codec`): ``"4"`` or ``true`` is not a rating.
+
+Ids are printable text: not empty, no control, format (zero-width, bidi) or non-ASCII space
+characters, no space at either end, so two ids that look the same are the same.
 
 """
 
@@ -19,7 +23,15 @@ from stream.config import Limits
 SCHEMA_VERSION: Final = 1
 DEFAULT_LIMITS = Limits()
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+# One printable non-space character, then more, with single ASCII spaces allowed inside:
+# \p{C} is control, format, private-use, surrogate and unassigned, \p{Z} every space.
+# Checked by pydantic-core's Rust regex, so it costs next to nothing per id.
+ID_PATTERN: Final = r"^[^\p{C}\p{Z}](?:[ ]*[^\p{C}\p{Z}])*$"
+ID_RULE: Final = (
+    "must be printable text without control, invisible or non-ASCII space characters, "
+    "and without a space at either end"
+)
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -74,7 +86,7 @@ class ShownEvent(InteractionEvent):
     this item at this position, so learning can correct for position and selection bias.
     """
 
-    position: int | None = Field(default=None, ge=0)
+    position: int | None = Field(default=None, ge=0, le=1_000_000)
     policy: str | None = Field(default=None, min_length=1, max_length=32)
     propensity: float | None = Field(default=None, gt=0, le=1)
 
@@ -141,6 +153,21 @@ class ItemProfileEvent(BaseEvent):
     title: str | None = Field(default=None, max_length=512)
     genres: tuple[str, ...] = ()
     year: int | None = Field(default=None, ge=1800, le=2100)
+
+    @_field_validator("genres")
+    @classmethod
+    def _bounded(cls, genres: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        limits = _limits(info)
+        if len(genres) > limits.max_genres_per_item:
+            raise ValueError(
+                f"{len(genres)} genres; at most {limits.max_genres_per_item} are accepted"
+            )
+        for genre in genres:
+            if not genre or len(genre) > limits.max_label_length:
+                raise ValueError(
+                    f"genre of {len(genre)} chars; 1 to {limits.max_label_length} are accepted"
+                )
+        return genres
 
 
 Event = Annotated[

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # 5: the file is sealed (header with length and sha256, checked before unpickling); the
 #    lifecycle counts rejected control messages and timed-out retrains; forgotten users
 #    (salted digests), user recency and evictions; tables count removed rows.
+#    The de-duplication window keeps a content fingerprint per id; profiles have vocabularies.
 FORMAT_VERSION = 5
 FILE_NAME = "checkpoint.pkl"
 

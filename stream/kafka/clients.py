@@ -27,7 +27,9 @@ from confluent_kafka.admin import AdminClient
 log = logging.getLogger(__name__)
 
 # Large fetches for the consumers that read the events topic in bulk (the live consumer,
-# the history reader): fewer round trips per batch of small messages.
+# the history reader): fewer round trips per batch of small messages. A message larger than
+# max.partition.fetch.bytes (1 MB) is still fetched whole (librdkafka and the embedded broker,
+# measured up to 60 MB; receive.message.max.bytes, 100 MB by default, is the ceiling).
 _BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "queued.max.messages.kbytes": 262144}
 # Producers that publish a stream (the simulator, a replay) batch much more than the ones
 # that send a message now and then.
@@ -69,15 +71,22 @@ def consumer_config(
 
 
 def producer_config(
-    bootstrap_servers: str, *, linger_ms: int = 5, bulk: bool = False
+    bootstrap_servers: str,
+    *,
+    linger_ms: int = 5,
+    bulk: bool = False,
+    max_message_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """An idempotent producer (``bulk``: queues sized for a stream of events)."""
+    """An idempotent producer (``bulk``: queues sized for a stream of events;
+    ``max_message_bytes``: the largest message it sends, librdkafka's 1 MB by default)."""
     cfg: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "linger.ms": linger_ms,
         **quiet_client_config(),
     }
+    if max_message_bytes is not None:
+        cfg["message.max.bytes"] = max_message_bytes
     if bulk:
         cfg.update(_BULK_PRODUCE)
     return cfg
@@ -117,9 +126,22 @@ def reader(
     )
 
 
-def producer(bootstrap_servers: str, *, linger_ms: int = 5, bulk: bool = False) -> Producer:
-    """An idempotent producer (``bulk``: queues sized for a stream of events)."""
-    return Producer(producer_config(bootstrap_servers, linger_ms=linger_ms, bulk=bulk))
+def producer(
+    bootstrap_servers: str,
+    *,
+    linger_ms: int = 5,
+    bulk: bool = False,
+    max_message_bytes: int | None = None,
+) -> Producer:
+    """An idempotent producer (see :func:`producer_config`)."""
+    return Producer(
+        producer_config(
+            bootstrap_servers,
+            linger_ms=linger_ms,
+            bulk=bulk,
+            max_message_bytes=max_message_bytes,
+        )
+    )
 
 
 def admin(bootstrap_servers: str) -> AdminClient:

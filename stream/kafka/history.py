@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from zlib import crc32
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -78,14 +79,14 @@ class HistoryCollector:
             self.events.append(event)
             self.indexes.append(self.admission.counts.consumed - 1)
 
-    def add_admitted(self, event: Event, index: int) -> None:
-        """An event the live gate admitted as the ``index``-th message (from the archive):
-        kept as it is, and remembered like the gate remembers it."""
+    def add_admitted(self, event: Event, index: int, raw: bytes) -> None:
+        """An event the live gate admitted as the ``index``-th message (from the archive, its
+        bytes ``raw``): kept as it is, and remembered like the gate remembers it."""
         gate = self.admission
-        gate.seen.add(event.event_id)
         user = getattr(event, "user_id", None)
         if user is not None and gate.forgotten.digests and user in gate.forgotten:
             return  # archived before the forget reached the archive
+        gate.seen.add(event.event_id, crc32(raw))
         if isinstance(event, InteractionEvent):
             gate.bots.is_bot(event.user_id, event.ts)
             self.events.append(event)
@@ -99,7 +100,7 @@ class HistoryCollector:
         found = archive.read(end_offsets)
         limits = self.admission.limits
         for e in found.events:
-            self.add_admitted(decode_event(e.raw, limits), e.event_index)
+            self.add_admitted(decode_event(e.raw, limits), e.event_index, e.raw)
         if found.counts:
             self.admission.counts = Counts(**found.counts)
         return found.ends

@@ -56,6 +56,9 @@ DEAD_LETTER_KINDS = (
     "invalid_event",
     "unknown_user",
     "unknown_item",
+    "oversized",
+    "null_value",
+    "conflicting_duplicate",
 )
 
 # Series of one family: label values -> value.
