@@ -18,7 +18,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import BaseModel, Field
 
-from stream.config import Settings
+from stream.config import KafkaConfig, Settings
 from stream.events import Event, InvalidEvent, decode_event
 from stream.kafka import clients
 
@@ -67,10 +67,12 @@ class EventSink:
     each request's future on the event loop.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, timeout: float) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, timeout: float, *, kafka: KafkaConfig
+    ) -> None:
         self.topic = topic
         self.timeout = timeout
-        config = clients.producer_config(bootstrap_servers, linger_ms=1)
+        config = clients.producer_config(bootstrap_servers, kafka=kafka, linger_ms=1)
         # librdkafka gives up on a message after this and reports the failure: every
         # request's future resolves, one way or the other.
         config["message.timeout.ms"] = int(timeout * 1000)

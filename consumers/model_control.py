@@ -57,7 +57,10 @@ class ModelControl:
         self.learner = learner
         self.registry = ModelRegistry(settings.retrain.registry_dir)
         self.reader = ControlReader(
-            bootstrap_servers, settings.topics.control, learner.lifecycle.control_offset
+            bootstrap_servers,
+            settings.topics.control,
+            learner.lifecycle.control_offset,
+            kafka=settings.kafka,
         )
         # Swaps whose history ends beyond what this consumer has applied yet.
         self._deferred: list[DeferredSwap] = []
@@ -108,7 +111,12 @@ class ModelControl:
             topic = self.settings.topics.events
             part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
             request = life.request(decision, part_offsets, consumed)
-            publish_control(self.bootstrap_servers, self.settings.topics.control, request)
+            publish_control(
+                self.bootstrap_servers,
+                self.settings.topics.control,
+                request,
+                kafka=self.settings.kafka,
+            )
             log.warning(
                 "retrain requested (%s) at event %d: %s",
                 request.request_id,

@@ -49,6 +49,7 @@ class RetrainWorker:
         consumer = clients.group_consumer(
             self.bootstrap_servers,
             self.settings.retrain.group_id,
+            kafka=self.settings.kafka,
             session_timeout_ms=self.settings.consumer.session_timeout_ms,
         )
         consumer.subscribe([self.settings.topics.control])
@@ -97,7 +98,9 @@ class RetrainWorker:
                 else "rejected"
             )
             self.metrics.retrains.labels(outcome).inc()
-        publish_control(self.bootstrap_servers, self.settings.topics.control, answer)
+        publish_control(
+            self.bootstrap_servers, self.settings.topics.control, answer, kafka=self.settings.kafka
+        )
         return answer
 
     def _retrain(self, request: RetrainRequest) -> ModelPublished:

@@ -81,7 +81,9 @@ BAD_MESSAGES = [
 def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str, Any]:
     """Profiles, n events, the bad messages and 50 events re-sent; return what was sent."""
     sim = Simulator(SimulatorConfig(n_users=300, n_items=200, seed=seed, bot_share=0.05))
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     events = list(sim.events(n_events))
     profiles = list(sim.profiles())
     for profile in profiles:
@@ -99,7 +101,9 @@ def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str
 
 def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[Message]:
     """Every message of ``topic``, read from the start of each partition to its end."""
-    c = clients.reader(settings.bootstrap_servers or "", "test-reader", partition_eof=True)
+    c = clients.reader(
+        settings.bootstrap_servers or "", "test-reader", kafka=settings.kafka, partition_eof=True
+    )
     partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Message] = []

@@ -57,7 +57,7 @@ def stream(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Stream:
         bootstrap, tmp_path_factory.mktemp("reference"),
         batch_size=1000, checkpoint_every_events=3000,
     )
-    ensure_topics(bootstrap, settings.topics)
+    ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
     sent = publish_stream(settings, 15_000, seed=11)
     ref = FeedbackConsumer(settings, bootstrap)
     ref.stop_at(sent["end_offsets"])
@@ -73,7 +73,7 @@ def own_run(stream: Stream, tmp_path: Path) -> Settings:
         state_dir=tmp_path / "state",
         group_id=f"{stream.settings.consumer.group_id}-{tag}",
     )
-    ensure_topics(s.bootstrap_servers or "", s.topics)
+    ensure_topics(s.bootstrap_servers or "", s.topics, kafka=s.kafka)
     return s
 
 

@@ -10,15 +10,18 @@ import logging
 from confluent_kafka import TopicPartition
 from pydantic import ValidationError
 
+from stream.config import KafkaConfig
 from stream.events import ControlMessage, ControlMessageBase, decode_control, encode_control
 from stream.kafka import clients
 
 log = logging.getLogger(__name__)
 
 
-def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageBase) -> None:
+def publish_control(
+    bootstrap_servers: str, topic: str, message: ControlMessageBase, *, kafka: KafkaConfig
+) -> None:
     """Publish one control message and wait for the broker's acknowledgement."""
-    producer = clients.producer(bootstrap_servers)
+    producer = clients.producer(bootstrap_servers, kafka=kafka)
     errors: list[str] = []
     producer.produce(
         topic,
@@ -33,10 +36,12 @@ def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageB
 class ControlReader:
     """Reads the control topic from a given offset, without a consumer group."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, start_offset: int = 0) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, start_offset: int = 0, *, kafka: KafkaConfig
+    ) -> None:
         self.topic = topic
         self.next_offset = start_offset
-        self._consumer = clients.reader(bootstrap_servers, "control-reader")
+        self._consumer = clients.reader(bootstrap_servers, "control-reader", kafka=kafka)
         self._consumer.assign([TopicPartition(topic, 0, start_offset)])
 
     def poll(self, timeout: float = 0.0) -> list[ControlMessage]:

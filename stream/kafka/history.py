@@ -78,7 +78,9 @@ def read_history(
     todo = {p: end for p, end in end_offsets.items() if end > 0}
     if not todo:
         return collector
-    consumer = clients.reader(bootstrap_servers, "history", partition_eof=True, bulk=True)
+    consumer = clients.reader(
+        bootstrap_servers, "history", kafka=settings.kafka, partition_eof=True, bulk=True
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in sorted(todo)])
     process, deadline = collector.process, time.monotonic() + timeout
     try:
