@@ -120,8 +120,10 @@ def producer_config(
     health: BrokerHealth | None = None,
     linger_ms: int = 5,
     bulk: bool = False,
+    message_timeout_ms: int | None = None,
 ) -> dict[str, Any]:
-    """An idempotent producer (``bulk``: queues sized for a stream of events)."""
+    """An idempotent producer (``bulk``: queues sized for a stream of events;
+    ``message_timeout_ms``: when a message that could not be delivered is reported failed)."""
     cfg: dict[str, Any] = {
         "linger.ms": linger_ms,
         **quiet_client_config(kafka, health),
@@ -130,6 +132,8 @@ def producer_config(
     }
     if bulk:
         cfg.update(_BULK_PRODUCE)
+    if message_timeout_ms is not None:
+        cfg["message.timeout.ms"] = message_timeout_ms
     return cfg
 
 
@@ -185,11 +189,17 @@ def producer(
     health: BrokerHealth | None = None,
     linger_ms: int = 5,
     bulk: bool = False,
+    message_timeout_ms: int | None = None,
 ) -> Producer:
-    """An idempotent producer (``bulk``: queues sized for a stream of events)."""
+    """An idempotent producer (see :func:`producer_config`)."""
     return Producer(
         producer_config(
-            bootstrap_servers, kafka=kafka, health=health, linger_ms=linger_ms, bulk=bulk
+            bootstrap_servers,
+            kafka=kafka,
+            health=health,
+            linger_ms=linger_ms,
+            bulk=bulk,
+            message_timeout_ms=message_timeout_ms,
         )
     )
 
