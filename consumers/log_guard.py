@@ -2,10 +2,10 @@
 
 A broker that lost its data (an in-memory one restarted, a topic deleted and re-created)
 answers a consumer at offset 1,000 with a log of, say, 30 messages. librdkafka then either
-resets the position (an ``_AUTO_OFFSET_RESET`` event) or, with brokers that do not answer
-"out of range" (the embedded one), waits at 1,000 and later hands over only what lies past
-it. :meth:`LogGuard.truncated` sees both: a reset event, or a fetched high watermark below the
-position. What to do is ``consumer.on_log_truncation``: "fail" (the default) raises
+resets the position (an ``_AUTO_OFFSET_RESET`` event, or data below the position arrives) or,
+with brokers that do not answer "out of range" (the embedded one), waits at 1,000 and later
+hands over only what lies past it. :meth:`LogGuard.truncated` sees all three: a reset event,
+data below the position, or a fetched high watermark below the position. What to do is ``consumer.on_log_truncation``: "fail" (the default) raises
 :class:`LogTruncated` (the checkpoint is kept: the events the models saw are gone from the
 broker, and a replay from an archive is the remedy); "restart-from-beginning" keeps the
 learned state and reads the new log from its start.
@@ -53,9 +53,12 @@ class LogGuard:
         """
         found: dict[int, int] = {}
         for msg in batch:
-            err = msg.error()
+            p, err = msg.partition() or 0, msg.error()
             if err is not None and err.code() == KafkaError._AUTO_OFFSET_RESET:
-                found[msg.partition() or 0] = -1
+                found[p] = -1
+            elif err is None and p in positions and (msg.offset() or 0) < positions[p]:
+                # The client went back by itself (auto.offset.reset after "out of range").
+                found.setdefault(p, -1)
         for p, position in positions.items():
             _low, high = consumer.get_watermark_offsets(
                 TopicPartition(self.topic, p), cached=True
@@ -66,7 +69,7 @@ class LogGuard:
 
     def handle(self, consumer: Consumer, partition: int, saved: int, log_end: int) -> None:
         """Say so, then apply the policy: raise (fail) or seek to the log's beginning."""
-        end = "reset by the client" if log_end < 0 else str(log_end)
+        end = "an unknown offset (the client reset its position)" if log_end < 0 else str(log_end)
         message = (
             f"log of {self.topic}[{partition}] went backwards: the consumer was at offset "
             f"{saved}, the log now ends at {end} (the broker lost its data?)"
