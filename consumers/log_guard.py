@@ -4,8 +4,10 @@ A broker that lost its data (an in-memory one restarted, a topic deleted and re-
 answers a consumer at offset 1,000 with a log of, say, 30 messages. librdkafka then either
 resets the position (an ``_AUTO_OFFSET_RESET`` event, or data below the position arrives) or,
 with brokers that do not answer "out of range" (the embedded one), waits at 1,000 and later
-hands over only what lies past it. :meth:`LogGuard.truncated` sees all three: a reset event,
-data below the position, or a fetched high watermark below the position. What to do is ``consumer.on_log_truncation``: "fail" (the default) raises
+hands over only what lies past it. :meth:`LogGuard.truncated` sees all three: a reset
+event, data below the position, or a fetched high watermark below the position.
+
+What to do is ``consumer.on_log_truncation``: "fail" (the default) raises
 :class:`LogTruncated` (the checkpoint is kept: the events the models saw are gone from the
 broker, and a replay from an archive is the remedy); "restart-from-beginning" keeps the
 learned state and reads the new log from its start.
