@@ -37,7 +37,8 @@ FormatOpt = Annotated[
     str | None,
     typer.Option(
         "--format",
-        help="movielens-100k, movielens-csv, recbole or events; guessed when omitted.",
+        help="movielens-100k, movielens-csv, recbole, events or archive (a directory of"
+        " archived events); guessed when omitted.",
     ),
 ]
 

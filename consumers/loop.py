@@ -44,6 +44,7 @@ from consumers.model_control import ModelControl
 from consumers.state_stream import ModelStateStream
 from stream.config import Settings
 from stream.kafka import clients
+from stream.kafka.archive import ArchiveBuffer, EventArchive, archive_directory
 from stream.kafka.checkpoint import Checkpoint, CheckpointStore, FaultHook, Offsets
 from stream.kafka.dead_letters import DeadLetters
 from stream.kafka.health import BrokerHealth
@@ -165,7 +166,12 @@ class FeedbackConsumer:
         self._consumer, self._dead_letters = consumer, letters
         if self.settings.serving.publish_state:
             self.state_stream = ModelStateStream(self.settings, self.bootstrap_servers)
-        self._checkpoint = Checkpoint(cfg, consumer, letters, self.faults)
+        self._archive: ArchiveBuffer | None = None
+        if self.settings.archive.enabled:
+            archive = EventArchive(archive_directory(self.settings))
+            self._archive = ArchiveBuffer(archive, topics.events, self.learner.counts.as_dict)
+            self._archive.restore(self.offsets)
+        self._checkpoint = Checkpoint(cfg, consumer, letters, self.faults, self._archive)
         consumer.subscribe(
             [topics.events],
             on_assign=self._on_assign,
@@ -249,12 +255,17 @@ class FeedbackConsumer:
         """Apply the batch's messages (``before`` applied earlier in this run); return how many."""
         process, letters, faults = self.learner.process, self._dead_letters, self.faults
         is_data, at_end = clients.is_data, self._at_end
+        keep = self._archive.keep if self._archive is not None else None
+        counts = self.learner.counts
         n = 0
         for msg in batch:
             if not is_data(msg, at_end):
                 continue
             n += 1
+            applied = counts.applied
             rejection = process(msg.value())
+            if keep is not None and counts.applied != applied:  # admitted: archive it
+                keep(msg, counts.consumed - 1)
             if rejection is not None:
                 letters.send(msg, rejection.kind, rejection.reason)
             if faults is not None:

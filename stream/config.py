@@ -223,6 +223,15 @@ class ServingConfig(_Frozen):
     ann_tolerance: float = Field(default=0.0, ge=0)
 
 
+class ArchiveConfig(_Frozen):
+    """The Parquet archive of admitted events (stream/kafka/archive.py): the history that
+    outlives the broker's memory and the topic's retention."""
+
+    enabled: bool = True
+    # None: `archive/` in the consumer's state dir.
+    directory: Path | None = None
+
+
 # librdkafka settings the project decides itself (stream/kafka/clients.py): what makes the
 # checkpoints exact and the producers idempotent is not the deployment's to change.
 OWNED_KAFKA_PROPERTIES = frozenset(
@@ -335,6 +344,7 @@ class Settings(BaseSettings):
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     serving: ServingConfig = ServingConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -359,6 +369,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "drift",
             "retrain",
             "serving",
+            "archive",
         )
     }
     if settings.bootstrap_servers:

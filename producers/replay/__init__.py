@@ -1,6 +1,6 @@
 """Read files of user feedback as events, in the order a replay publishes them.
 
-Four formats (see :data:`FORMATS`); :func:`open_source` guesses which from the file:
+Five formats (see :data:`FORMATS`); :func:`open_source` guesses which from the file:
 
 ``movielens-100k``
     ``u.data`` (tab-separated ``user item rating timestamp``) with ``u.user`` and ``u.item``
@@ -11,6 +11,9 @@ Four formats (see :data:`FORMATS`); :func:`open_source` guesses which from the f
     RecBole atomic files ``NAME.inter`` with optional ``NAME.user`` / ``NAME.item``.
 ``events``
     Our own event schema as JSON lines (``.jsonl``/``.ndjson``), CSV or Parquet.
+``archive``
+    A directory of the consumer's archive of admitted events (:mod:`stream.kafka.archive`),
+    in the order they were applied.
 
 For the three dataset formats :meth:`ReplaySource.records` yields every ``user_profile``,
 then every ``item_profile`` (stamped with the earliest interaction time so they validate and

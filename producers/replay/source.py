@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from producers.replay import events, movielens_100k, movielens_csv, recbole
+from producers.replay import archive, events, movielens_100k, movielens_csv, recbole
 from producers.replay.dataset import RatingsCheck
 from producers.replay.files import ReplayError, check_file, head
 from producers.replay.movielens_csv import ML_CSV_HEADER
@@ -23,7 +23,7 @@ from stream.kafka.publisher import Record
 
 __all__ = ["FORMATS", "ReplaySource", "guess_format", "open_source"]
 
-FORMATS: tuple[str, ...] = ("movielens-100k", "movielens-csv", "recbole", "events")
+FORMATS: tuple[str, ...] = ("movielens-100k", "movielens-csv", "recbole", "events", "archive")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ class ReplaySource:
         record when the file is structurally broken."""
         if self.format == "events":
             return events.records(self.path)
+        if self.format == "archive":
+            return archive.records(self.path)
         check = None
         if self.limits is not None:
             check = partial(check_fits, limits=self.limits, declared=self.rating_scale)
@@ -146,6 +148,9 @@ def open_source(
     hold its profiles exist (unless ``profiles=False``). Raises :class:`ReplayError`.
     """
     path = Path(path).expanduser()
+    if fmt == "archive" or (fmt is None and path.is_dir()):
+        archive.check(path)  # a directory of archived events (stream/kafka/archive.py)
+        return ReplaySource(path=path, format="archive", profiles=profiles, limits=limits)
     check_file(path)
     if fmt is None:
         fmt = guess_format(path)

@@ -4,7 +4,8 @@
 ``checkpoint_every_events`` messages or ``checkpoint_every_seconds``, and :meth:`Checkpoint.commit`
 makes it durable in this order (:class:`CommitStep` names the points in between):
 
-1. flush the dead letters, so a letter is never lost behind offsets that are saved;
+1. flush the dead letters, so a letter is never lost behind offsets that are saved, and
+   write the archive of admitted events (:mod:`stream.kafka.archive`) for the same reason;
 2. save the state with its offsets in one file, replaced atomically (:class:`CheckpointStore`:
    write a temporary file, fsync, rename, fsync the directory): after a crash at any instant
    the file is the previous checkpoint or the new one, never a torn mix;
@@ -145,6 +146,7 @@ class CommitStep(StrEnum):
 
     BEFORE_FLUSH = "before-flush-dead-letters"
     AFTER_FLUSH = "after-flush-dead-letters"
+    AFTER_ARCHIVE = "after-archive-events"
     AFTER_SAVE = "after-save-state"
     AFTER_COMMIT = "after-commit-offsets"
 
@@ -202,6 +204,10 @@ class _Flushable(Protocol):
     def flush(self) -> None: ...
 
 
+class _Archiver(Protocol):  # stream.kafka.archive.ArchiveBuffer
+    def write(self, offsets: Offsets) -> None: ...
+
+
 class _Committer(Protocol):  # a confluent_kafka.Consumer
     def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> Any: ...
 
@@ -219,8 +225,10 @@ class Checkpoint:
         group: _Committer,
         dead_letters: _Flushable,
         faults: FaultHook | None = None,
+        archive: _Archiver | None = None,
     ) -> None:
         self.store = CheckpointStore(config.state_dir)
+        self._archive = archive  # written before the offsets that cover it are saved
         self.cadence = Cadence(config.checkpoint_every_events, config.checkpoint_every_seconds)
         self._group, self._dead_letters, self._faults = group, dead_letters, faults
 
@@ -236,6 +244,9 @@ class Checkpoint:
         self._step(CommitStep.BEFORE_FLUSH)
         self._dead_letters.flush()
         self._step(CommitStep.AFTER_FLUSH)
+        if self._archive is not None:
+            self._archive.write(offsets)
+        self._step(CommitStep.AFTER_ARCHIVE)
         self.store.save(state, offsets)
         self._step(CommitStep.AFTER_SAVE)
         commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]

@@ -1,9 +1,13 @@
 """Event history for batch retraining and for catching a swapped model up.
 
-The history is the events topic itself, read from the beginning up to given offsets and put
+The history is the archive of admitted events (:mod:`stream.kafka.archive`, when enabled),
+then the events topic from the first offset after the archive up to given offsets, put
 through the live learner's own gate (:class:`~stream.events.Admission`: validation,
-de-duplication, known ids, bot filter). So the retrainer trains on exactly the events the
-live models learned, in the same order, with the same profiles.
+de-duplication, known ids, bot filter). Archived events were admitted by that gate already:
+they are kept as they are, with the index the learner gave them, and the gate remembers them
+(ids, bot activity, profiles) so the messages after the archive are judged as live. So the
+retrainer trains on exactly the events the live models learned, in the same order, with the
+same profiles, also when the broker lost or expired the older part of the topic.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from stream.config import Settings
-from stream.events import Admission, Counts, InteractionEvent
+from stream.events import Admission, Counts, Event, InteractionEvent, decode_event
 from stream.kafka import clients
+from stream.kafka.archive import EventArchive, archive_directory
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,29 @@ class HistoryCollector:
             self.events.append(event)
             self.indexes.append(self.admission.counts.consumed - 1)
 
+    def add_admitted(self, event: Event, index: int) -> None:
+        """An event the live gate admitted as the ``index``-th message (from the archive):
+        kept as it is, and remembered like the gate remembers it."""
+        gate = self.admission
+        gate.seen.add(event.event_id)
+        if isinstance(event, InteractionEvent):
+            gate.bots.is_bot(event.user_id, event.ts)
+            self.events.append(event)
+            self.indexes.append(index)
+        else:
+            gate.profiles.add(event)  # type: ignore[arg-type]  # a profile
+
+    def read_archive(self, archive: EventArchive, end_offsets: dict[int, int]) -> dict[int, int]:
+        """Collect the archived events below ``end_offsets``; the counts become the live
+        learner's after them. Return the next offset after the archive per partition."""
+        found = archive.read(end_offsets)
+        limits = self.admission.limits
+        for e in found.events:
+            self.add_admitted(decode_event(e.raw, limits), e.event_index)
+        if found.counts:
+            self.admission.counts = Counts(**found.counts)
+        return found.ends
+
 
 def read_history(
     bootstrap_servers: str,
@@ -72,21 +100,49 @@ def read_history(
     on_progress: Callable[[int], Any] | None = None,
     timeout: float = 600.0,
 ) -> HistoryCollector:
-    """Read the events topic from the start up to ``end_offsets`` (exclusive) and filter it."""
-    topic = settings.topics.events
+    """Read the history up to ``end_offsets`` (exclusive): the archive (when enabled), then
+    the events topic from where it ends, filtered like the live learner. An archive started
+    on a consumer that had already checkpointed begins later: the topic gives what is before."""
     collector = HistoryCollector(settings)
-    todo = {p: end for p, end in end_offsets.items() if end > 0}
-    if not todo:
+    deadline = time.monotonic() + timeout
+    if not settings.archive.enabled:
+        _read_topic(bootstrap_servers, settings, collector, {}, end_offsets, on_progress, deadline)
         return collector
+    archive = EventArchive(archive_directory(settings))
+    firsts = archive.firsts()
+    heads = {p: min(end, firsts[p]) for p, end in end_offsets.items() if firsts.get(p, 0) > 0}
+    _read_topic(bootstrap_servers, settings, collector, {}, heads, on_progress, deadline)
+    starts = collector.read_archive(archive, end_offsets)
+    _read_topic(bootstrap_servers, settings, collector, starts, end_offsets, on_progress, deadline)
+    return collector
+
+
+def _read_topic(
+    bootstrap_servers: str,
+    settings: Settings,
+    collector: HistoryCollector,
+    starts: dict[int, int],
+    end_offsets: dict[int, int],
+    on_progress: Callable[[int], Any] | None,
+    deadline: float,
+) -> None:
+    """Put the events topic's messages from ``starts`` (default 0) up to ``end_offsets``
+    through ``collector``."""
+    topic = settings.topics.events
+    todo = {p: end for p, end in end_offsets.items() if end > starts.get(p, 0)}
+    if not todo:
+        return
     consumer = clients.reader(
         bootstrap_servers, "history", kafka=settings.kafka, partition_eof=True, bulk=True
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in sorted(todo)])
-    process, deadline = collector.process, time.monotonic() + timeout
+    firsts = _first_offsets(consumer, topic, starts, todo)
+    todo = {p: end for p, end in todo.items() if end > firsts[p]}
+    consumer.assign([TopicPartition(topic, p, firsts[p]) for p in sorted(todo)])
+    process = collector.process
     try:
         while todo:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"history not read within {timeout}s; missing {todo}")
+                raise TimeoutError(f"history not read in time; missing {todo}")
             for msg in consumer.consume(5000, 0.5):
                 if not clients.is_data(msg, source="history read"):
                     continue
@@ -101,4 +157,29 @@ def read_history(
                 on_progress(collector.counts.consumed)
     finally:
         consumer.close()
-    return collector
+
+
+def _first_offsets(
+    consumer: Any, topic: str, starts: dict[int, int], todo: dict[int, int]
+) -> dict[int, int]:
+    """Where to start reading each partition of ``todo``: after the archive, or at the
+    topic's first offset when the broker no longer holds the ones before (logged as an
+    error: that part of the history is lost)."""
+    out = {}
+    for p, end in todo.items():
+        start = starts.get(p, 0)
+        try:
+            low, _high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        except KafkaException as err:
+            log.warning("history: no watermarks of %s[%d]: %s", topic, p, err)
+            low = start
+        if low > start:
+            log.error(
+                "history: offsets %d..%d of %s[%d] are neither archived nor in the topic",
+                start,
+                min(low, end) - 1,
+                topic,
+                p,
+            )
+        out[p] = max(low, start)
+    return out
