@@ -61,7 +61,9 @@ MALFORMED: list[bytes] = [
 
 def publish(settings: Settings, events: int, seed: int, bad_every: int) -> dict[str, Any]:
     sim = Simulator(SimulatorConfig(n_users=2000, n_items=500, seed=seed, bot_share=0.02))
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     for profile in sim.profiles():
         pub.publish(profile)
     bad = 0
@@ -79,7 +81,9 @@ def publish(settings: Settings, events: int, seed: int, bad_every: int) -> dict[
 def dead_letter_sources(settings: Settings) -> int:
     """Distinct source offsets among the dead letters (letters are at-least-once)."""
     topic = settings.topics.dead_letters
-    reader = clients.reader(settings.bootstrap_servers or "", "bench-reader", partition_eof=True)
+    reader = clients.reader(
+        settings.bootstrap_servers or "", "bench-reader", kafka=settings.kafka, partition_eof=True
+    )
     reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     sources: set[bytes] = set()
     at_end: set[int] = set()
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 checkpoint_every_events=args.checkpoint_every,
             ),
         )
-        ensure_topics(broker.bootstrap_servers, base.topics)
+        ensure_topics(broker.bootstrap_servers, base.topics, kafka=base.kafka)
         sent = publish(base, args.events, args.seed, args.bad_every)
         print(f"published {sent['sent']:,} messages ({sent['malformed']:,} malformed)", flush=True)
 
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "topics": base.topics.model_copy(update={"dead_letters": f"{tag}.dl-killed"}),
             }
         )
-        ensure_topics(broker.bootstrap_servers, killed.topics)
+        ensure_topics(broker.bootstrap_servers, killed.topics, kafka=killed.kafka)
         store = CheckpointStore(killed_dir)
         at_kill: list[int] = []
         for k in range(args.kills):

@@ -134,7 +134,9 @@ def synthetic_records(
 
 def publish_state(settings: Settings, n_items: int, n_users: int) -> float:
     started = time.perf_counter()
-    pub = ModelStatePublisher(settings.bootstrap_servers or "", settings.topics.model_state)
+    pub = ModelStatePublisher(
+        settings.bootstrap_servers or "", settings.topics.model_state, kafka=settings.kafka
+    )
     pub.publish(synthetic_records(n_items, n_users))
     assert pub.flush(120) == 0 and pub.failed == 0, pub.errors
     return time.perf_counter() - started
@@ -299,9 +301,9 @@ def load(port: int, clients: int, requests: int, n_users: int, k: int) -> dict[s
 def freshness(bootstrap: str, tmp: Path, n: int) -> dict[str, Any]:
     """Produce a rating, poll the served prediction of its pair until it changes."""
     settings = bench_settings(bootstrap, tmp / "fresh-state")
-    ensure_topics(bootstrap, settings.topics)
+    ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
     sim = Simulator(SimulatorConfig(n_users=1000, n_items=500, seed=5))
-    pub = EventPublisher(bootstrap, settings.topics.events)
+    pub = EventPublisher(bootstrap, settings.topics.events, kafka=settings.kafka)
     for p in sim.profiles():
         pub.publish(p)
     for e in sim.events(50_000):
@@ -393,14 +395,14 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"items": args.items, "users": args.users}
     # Baseline memory: a serve process with an empty state.
     empty = bench_settings(bootstrap, tmp / "empty")
-    ensure_topics(bootstrap, empty.topics)
+    ensure_topics(bootstrap, empty.topics, kafka=empty.kafka)
     port = free_port()
     with serve_process(empty, port) as proc:
         wait_for("/healthz", port, proc, 60)
         result["rss_empty_mib"] = rss_mib(proc.pid)
 
     settings = bench_settings(bootstrap, tmp / "state")
-    ensure_topics(bootstrap, settings.topics)
+    ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
     print(f"publishing {args.items:,} items and {args.users:,} users...", file=sys.stderr)
     result["publish_seconds"] = publish_state(settings, args.items, args.users)
     port = free_port()

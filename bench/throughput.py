@@ -30,19 +30,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Consumer, KafkaError  # noqa: E402
+from confluent_kafka import KafkaError  # noqa: E402
 
 from bench.report import machine, replace_section  # noqa: E402
 from consumers.loop import FeedbackConsumer  # noqa: E402
 from producers.simulator import Simulator, SimulatorConfig  # noqa: E402
 from stream.config import (  # noqa: E402
     ConsumerConfig,
+    KafkaConfig,
     ModelConfig,
     ServingConfig,
     Settings,
     Topics,
 )
 from stream.events import RatingEvent, encode_event  # noqa: E402
+from stream.kafka import clients  # noqa: E402
 from stream.kafka.broker import EmbeddedBroker, ensure_topics  # noqa: E402
 from stream.kafka.publisher import EventPublisher  # noqa: E402
 from stream.learner import FeedbackLearner  # noqa: E402
@@ -55,14 +57,8 @@ def simulated(n: int, seed: int = 42) -> list[bytes]:
 
 
 def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "session.timeout.ms": 6000,
-        }
+    c = clients.group_consumer(
+        bootstrap, f"raw-{uuid.uuid4().hex[:6]}", kafka=KafkaConfig(), partition_eof=True
     )
     c.subscribe([topic])
     got, first = 0, 0.0
@@ -98,8 +94,8 @@ def end_to_end(raws: list[bytes], repeats: int) -> dict[str, Any]:
                     group_id=f"bench-{tag}", state_dir=Path(tempfile.mkdtemp())
                 ),
             )
-            ensure_topics(bootstrap, settings.topics)
-            pub = EventPublisher(bootstrap, settings.topics.events)
+            ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
+            pub = EventPublisher(bootstrap, settings.topics.events, kafka=settings.kafka)
             for raw in raws:
                 pub.publish_raw(raw, None)
             stats = pub.flush()
@@ -129,8 +125,8 @@ def publishing_cost(raws: list[bytes], pairs: int) -> dict[str, Any]:
             control=f"{tag}.control",
             model_state=f"{tag}.model-state",
         )
-        ensure_topics(bootstrap, topics)
-        pub = EventPublisher(bootstrap, topics.events)
+        ensure_topics(bootstrap, topics, kafka=KafkaConfig())
+        pub = EventPublisher(bootstrap, topics.events, kafka=KafkaConfig())
         for raw in raws:
             pub.publish_raw(raw, None)
         end_offsets = pub.flush().end_offsets

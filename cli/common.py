@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from stream.config import Settings
+from stream.kafka.clients import check_kafka_config
 
 console = Console(stderr=True)
 log = logging.getLogger("feedback_loop")
@@ -50,6 +51,10 @@ def settings(
 ) -> Settings:
     """The environment's settings with the command's options applied (a derived copy)."""
     base = Settings()
+    try:
+        check_kafka_config(base.kafka)
+    except ValueError as err:
+        raise fail(str(err)) from None
     update: dict[str, Any] = {}
     consumer: dict[str, Any] = {}
     if state_dir is not None:

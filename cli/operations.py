@@ -46,15 +46,18 @@ def broker(
     """Run the embedded Kafka-compatible broker (Tansu) until Ctrl-C; data stays in memory."""
     from stream.kafka.broker import EmbeddedBroker, ensure_topics
 
-    cfg = Settings()
+    cfg = settings()
     stop = threading.Event()
     with EmbeddedBroker(port=port) as b:
-        ensure_topics(b.bootstrap_servers, cfg.topics)
+        ensure_topics(b.bootstrap_servers, cfg.topics, kafka=cfg.kafka)
         console.print(f"export KAFKA_BOOTSTRAP_SERVERS={b.bootstrap_servers}")
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         while not stop.wait(0.2):  # a timeout, so the main thread gets to run the handlers
-            pass
+            code = b.exit_code()
+            if code is not None:
+                # Its data is gone with it: clients must not go on as if it were only slow.
+                raise fail(f"the broker process exited with code {code}; its data is lost")
     console.print("broker stopped")
 
 
@@ -118,7 +121,7 @@ def _simulate_closed_loop(
     from stream.kafka.broker import ensure_topics
     from stream.observability.metrics import serve
 
-    ensure_topics(bootstrap, cfg.topics)
+    ensure_topics(bootstrap, cfg.topics, kafka=cfg.kafka)
     registry = CollectorRegistry()
     port = serve(registry, cfg.metrics.host, metrics_port)
     console.print(f"closed-loop metrics on http://{cfg.metrics.host}:{port}/metrics")
@@ -172,7 +175,9 @@ def retrain(
 
     cfg = settings()
     bootstrap = require_cluster(cfg, "retrain")
-    publish_control(bootstrap, cfg.topics.control, RetrainTrigger(reason=reason))
+    publish_control(
+        bootstrap, cfg.topics.control, RetrainTrigger(reason=reason), kafka=cfg.kafka
+    )
     console.print(
         f"retrain trigger queued on {cfg.topics.control}: each consumer requests a retrain "
         "once no other is in progress; the retrainer serves it when it runs"
@@ -196,7 +201,9 @@ def rollback(
         version = registry.rollback()
     except RegistryError as err:
         raise fail(str(err)) from None
-    publish_control(bootstrap, cfg.topics.control, ModelActivated(version=version))
+    publish_control(
+        bootstrap, cfg.topics.control, ModelActivated(version=version), kafka=cfg.kafka
+    )
     console.print(f"rolled back to model version {version}; consumers will swap it in")
 
 
@@ -211,7 +218,7 @@ def forget(
         raise fail("the user id must not be empty")
     cfg = settings()
     bootstrap = require_cluster(cfg, "forget")
-    publish_control(bootstrap, cfg.topics.control, ForgetUser(user_id=user_id))
+    publish_control(bootstrap, cfg.topics.control, ForgetUser(user_id=user_id), kafka=cfg.kafka)
     console.print(f"forget request published on {cfg.topics.control}")
 
 

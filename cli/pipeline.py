@@ -299,6 +299,7 @@ def consume(
     ] = False,
 ) -> None:
     """The long-running consumer: events -> online models, checkpointed; SIGTERM stops it."""
+    from consumers.log_guard import BrokerLost, LogTruncated
     from consumers.loop import FeedbackConsumer
     from consumers.pipeline import build_report
     from stream.kafka.broker import ensure_topics
@@ -307,13 +308,16 @@ def consume(
     setup_logging(log_level, json_logs)
     cfg = settings(state_dir, group_id=group_id)
     bootstrap = require_cluster(cfg, "consume")
-    ensure_topics(bootstrap, cfg.topics)
+    ensure_topics(bootstrap, cfg.topics, kafka=cfg.kafka)
     metrics = PipelineMetrics()
     port = metrics.serve(cfg.metrics.host, metrics_port)
     log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, port)
     consumer = FeedbackConsumer(cfg, bootstrap, metrics=metrics)
     install_signals(consumer.request_stop)
-    result = consumer.run(stop_at_end=until_end)
+    try:
+        result = consumer.run(stop_at_end=until_end)
+    except (LogTruncated, BrokerLost) as err:
+        raise fail(str(err)) from None
     rep = build_report(
         result.learner,
         result.events_per_second,

@@ -43,7 +43,7 @@ def serve(
     cfg = settings()
     bootstrap = require_cluster(cfg, "serve")
     # The server may start before any consumer: the topics it reads and writes must exist.
-    ensure_topics(bootstrap, cfg.topics)
+    ensure_topics(bootstrap, cfg.topics, kafka=cfg.kafka)
     bind_host = host or cfg.serving.host
     bind_port = cfg.serving.port if port is None else port
     console.print(f"serving on http://{bind_host}:{bind_port} (docs: /docs)")

@@ -99,7 +99,9 @@ class ClosedLoopSpec:
 
         state = ServingState.from_config(settings.serving)
         recommender = Recommender(state, settings.serving)
-        follower = StateFollowerThread(bootstrap, settings.topics.model_state, state)
+        follower = StateFollowerThread(
+            bootstrap, settings.topics.model_state, state, kafka=settings.kafka
+        )
         cfg = self.loop_config
         metrics = LoopMetrics(
             cfg.policies, len(self.sim.item_ids), cfg.window_sessions, registry=registry
@@ -184,8 +186,8 @@ def publish(
     from stream.kafka.publisher import EventPublisher
 
     bootstrap = require_cluster(settings, "publish")
-    ensure_topics(bootstrap, settings.topics)
-    pub = EventPublisher(bootstrap, settings.topics.events)
+    ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
+    pub = EventPublisher(bootstrap, settings.topics.events, kafka=settings.kafka)
     stopped = False
 
     def stop() -> None:

@@ -15,10 +15,10 @@ import threading
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 from pydantic import BaseModel, Field
 
-from stream.config import Settings
+from stream.config import KafkaConfig, Settings
 from stream.events import Event, InvalidEvent, decode_event
 from stream.kafka import clients
 
@@ -67,14 +67,16 @@ class EventSink:
     each request's future on the event loop.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, timeout: float) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, timeout: float, *, kafka: KafkaConfig
+    ) -> None:
         self.topic = topic
         self.timeout = timeout
-        config = clients.producer_config(bootstrap_servers, linger_ms=1)
-        # librdkafka gives up on a message after this and reports the failure: every
+        # librdkafka gives up on a message after the timeout and reports the failure: every
         # request's future resolves, one way or the other.
-        config["message.timeout.ms"] = int(timeout * 1000)
-        self._producer = Producer(config)
+        self._producer = clients.producer(
+            bootstrap_servers, kafka=kafka, linger_ms=1, message_timeout_ms=int(timeout * 1000)
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="event-sink", daemon=True)
         self._thread.start()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from consumers.log_guard import LogGuard
 from consumers.model_control import ModelControl
 from consumers.state_stream import ModelStateStream
 from stream.config import Settings
@@ -46,6 +47,7 @@ from stream.kafka import clients
 from stream.kafka.archive import ArchiveBuffer, EventArchive, archive_directory
 from stream.kafka.checkpoint import Checkpoint, CheckpointStore, FaultHook, Offsets
 from stream.kafka.dead_letters import DeadLetters
+from stream.kafka.health import BrokerHealth
 from stream.learner import FeedbackLearner
 from stream.observability.logs import ProgressLog
 from stream.observability.metrics import PipelineMetrics
@@ -91,6 +93,9 @@ class FeedbackConsumer:
         self.restored = False
         self._loaded = False
         self._stop = threading.Event()
+        # The clients' errors, and the checks of a log that went backwards or a lost broker.
+        self.health = BrokerHealth()
+        self._guard = LogGuard(settings.consumer, settings.topics.events, self.health)
         self._targets: dict[int, int] | None = None
         self._assigned: set[int] = set()
         self._at_end: set[int] = set()
@@ -147,12 +152,19 @@ class FeedbackConsumer:
         consumer = clients.group_consumer(
             self.bootstrap_servers,
             cfg.group_id,
+            kafka=self.settings.kafka,
+            health=self.health,
             session_timeout_ms=cfg.session_timeout_ms,
             partition_eof=True,
             bulk=True,
         )
         letters = DeadLetters.connect(
-            self.bootstrap_servers, topics.dead_letters, cfg.dead_letter_max_bytes, linger_ms=20
+            self.bootstrap_servers,
+            topics.dead_letters,
+            cfg.dead_letter_max_bytes,
+            kafka=self.settings.kafka,
+            health=self.health,
+            linger_ms=20,
         )
         self._consumer, self._dead_letters = consumer, letters
         if self.settings.serving.publish_state:
@@ -186,9 +198,13 @@ class FeedbackConsumer:
         finally:
             # Either just committed or failed: closing must not checkpoint again.
             self._checkpoint_on_revoke = False
-            if control is not None:
-                control.close()
-            consumer.close()
+            try:
+                if control is not None:
+                    control.close()
+            finally:
+                # Leaving the group at once lets a restarted consumer be assigned without
+                # waiting for this member's session to time out.
+                consumer.close()
         letters.close()
         if self.state_stream is not None:
             self.state_stream.close()
@@ -204,6 +220,7 @@ class FeedbackConsumer:
         messages, first_at = 0, 0.0
         while not self._stop.is_set():
             batch = consumer.consume(cfg.batch_size, cfg.poll_timeout_seconds)
+            self._guard_log(consumer, batch)
             n = 0
             if batch:
                 started = time.perf_counter()
@@ -222,6 +239,23 @@ class FeedbackConsumer:
             if self._done(stop_at_end):
                 break
         return messages, first_at
+
+    def _guard_log(self, consumer: Consumer, batch: list[Message]) -> None:
+        """Apply the truncation policy to partitions whose log went backwards (LogGuard);
+        stop when the broker has been gone too long."""
+        topic, guard = self.settings.topics.events, self._guard
+        positions = {
+            p: self.offsets[(topic, p)] for p in self._assigned if (topic, p) in self.offsets
+        }
+        for p, log_end in guard.truncated(consumer, batch, positions).items():
+            if self.metrics is not None:
+                self.metrics.log_truncations.labels(str(p)).inc()
+            guard.handle(consumer, p, positions.get(p, 0), log_end)
+            self.offsets[(topic, p)] = 0
+            self._at_end.discard(p)
+        guard.check_broker(consumer, bool(batch))
+        if self.metrics is not None:
+            self.metrics.observe_broker(self.health.up, self.health.errors)
 
     def _apply(self, batch: list[Message], before: int) -> int:
         """Apply the batch's messages (``before`` applied earlier in this run); return how many."""

@@ -86,7 +86,10 @@ class ModelControl:
         self.learner = learner
         self.registry = ModelRegistry(settings.retrain.registry_dir)
         self.reader = ControlReader(
-            bootstrap_servers, settings.topics.control, learner.lifecycle.control_offset
+            bootstrap_servers,
+            settings.topics.control,
+            learner.lifecycle.control_offset,
+            kafka=settings.kafka,
         )
         # Swaps whose history ends beyond what this consumer has applied yet.
         self._deferred: list[DeferredSwap] = []
@@ -163,7 +166,12 @@ class ModelControl:
             if forgotten:  # the retrainer leaves them out of the history
                 request = request.model_copy(update={"forgotten": forgotten.as_dict()})
             if life.state.awaits(request.request_id):
-                publish_control(self.bootstrap_servers, self.settings.topics.control, request)
+                publish_control(
+                    self.bootstrap_servers,
+                    self.settings.topics.control,
+                    request,
+                    kafka=self.settings.kafka,
+                )
                 log.warning(
                     "retrain requested (%s) at event %d: %s",
                     request.request_id, consumed, decision.reason,
@@ -206,6 +214,7 @@ class ModelControl:
                 self.bootstrap_servers,
                 self.settings.topics.dead_letters,
                 self.settings.consumer.dead_letter_max_bytes,
+                kafka=self.settings.kafka,
             )
         self._letters.send(raw, "control_rejected", f"{reason}: {detail}")
         self._letters.flush()

@@ -90,7 +90,7 @@ def run_pipeline(
     """
     consumer = FeedbackConsumer(settings, bootstrap_servers, metrics=metrics, on_batch=on_batch)
     consumer.wait_for_retrains = wait_for_retrains
-    publisher = EventPublisher(bootstrap_servers, settings.topics.events)
+    publisher = EventPublisher(bootstrap_servers, settings.topics.events, kafka=settings.kafka)
     thread = _PublisherThread(publisher, records, consumer, rate)
     interrupted = threading.Event()
 

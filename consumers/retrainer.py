@@ -69,12 +69,15 @@ class RetrainWorker:
         consumer = clients.group_consumer(
             self.bootstrap_servers,
             self.settings.retrain.group_id,
+            kafka=self.settings.kafka,
             session_timeout_ms=self.settings.consumer.session_timeout_ms,
         )
         consumer.subscribe([self.settings.topics.control])
         self.answered |= {
             m.request_id
-            for m in read_control(self.bootstrap_servers, self.settings.topics.control)
+            for m in read_control(
+                self.bootstrap_servers, self.settings.topics.control, kafka=self.settings.kafka
+            )
             if isinstance(m, ModelPublished | RetrainFailed)
         }
         log.info("retrainer waiting for requests on %s", self.settings.topics.control)
@@ -111,7 +114,10 @@ class RetrainWorker:
         if stored is not None:  # retrained before a crash, never announced
             log.warning("retrain %s: announcing stored version %d", request.request_id,
                         stored.version)  # fmt: skip
-            publish_control(self.bootstrap_servers, self.settings.topics.control, stored)
+            publish_control(
+                self.bootstrap_servers, self.settings.topics.control, stored,
+                kafka=self.settings.kafka,
+            )  # fmt: skip
             return stored
         started = time.perf_counter()
         if self.metrics is not None:
@@ -135,7 +141,9 @@ class RetrainWorker:
                 else "rejected"
             )
             self.metrics.retrains.labels(outcome).inc()
-        publish_control(self.bootstrap_servers, self.settings.topics.control, answer)
+        publish_control(
+            self.bootstrap_servers, self.settings.topics.control, answer, kafka=self.settings.kafka
+        )
         return answer
 
     def _stored_answer(self, request: RetrainRequest) -> ModelPublished | None:

@@ -174,11 +174,16 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        follower = StateFollowerThread(bootstrap_servers, settings.topics.model_state, state)
+        follower = StateFollowerThread(
+            bootstrap_servers, settings.topics.model_state, state, kafka=settings.kafka
+        )
         follower.start()
         app.state.follower = follower
         app.state.sink = EventSink(
-            bootstrap_servers, settings.topics.events, DELIVERY_TIMEOUT_SECONDS
+            bootstrap_servers,
+            settings.topics.events,
+            DELIVERY_TIMEOUT_SECONDS,
+            kafka=settings.kafka,
         )
         log.info(
             "following %s; posting events to %s",

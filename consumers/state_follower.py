@@ -13,6 +13,7 @@ import gc
 import logging
 import threading
 
+from stream.config import KafkaConfig
 from stream.kafka.model_state import ModelStateFollower
 from stream.serving.state import ServingState
 
@@ -40,9 +41,12 @@ class StateFollowerThread(threading.Thread):
         poll_timeout: float = 0.2,
         max_messages: int = 10_000,
         freeze_gc: bool = True,
+        *,
+        kafka: KafkaConfig,
     ) -> None:
         super().__init__(name=f"state-follower[{topic}]", daemon=True)
         self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.state = state
         self.poll_timeout = poll_timeout
@@ -70,7 +74,7 @@ class StateFollowerThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._follower = ModelStateFollower(self.bootstrap, self.topic)
+            self._follower = ModelStateFollower(self.bootstrap, self.topic, kafka=self.kafka)
             try:
                 self._loop(self._follower)
             finally:

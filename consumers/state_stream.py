@@ -39,7 +39,9 @@ class ModelStateStream:
 
     def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
         self.exporter = ModelStateExporter()
-        self.publisher = ModelStatePublisher(bootstrap_servers, settings.topics.model_state)
+        self.publisher = ModelStatePublisher(
+            bootstrap_servers, settings.topics.model_state, kafka=settings.kafka
+        )
         every = settings.serving
         self.cadence = Cadence(every.publish_every_events, every.publish_every_seconds)
         self.publications = 0

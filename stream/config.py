@@ -24,9 +24,19 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for ConsumerCon
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -136,6 +146,12 @@ class ConsumerConfig(_Frozen):
     # limit of librdkafka and of Kafka topics; raise it only with the topic's
     # max.message.bytes.
     dead_letter_max_bytes: int = Field(default=900_000, ge=16_384)
+    # The events log went backwards (a broker that lost its data): "fail" stops with an error
+    # and keeps the checkpoint (replay from an archive is the remedy); "restart-from-beginning"
+    # keeps the learned state and consumes the new log from its start (see consumers/loop.py).
+    on_log_truncation: Literal["fail", "restart-from-beginning"] = "fail"
+    # With no broker reachable for this long, the consumer stops with an error (no checkpoint).
+    broker_lost_timeout_seconds: float = Field(default=60.0, gt=0)
 
 
 class DriftConfig(_Frozen):
@@ -238,6 +254,92 @@ class ArchiveConfig(_Frozen):
     directory: Path | None = None
 
 
+# librdkafka settings the project decides itself (stream/kafka/clients.py): what makes the
+# checkpoints exact and the producers idempotent is not the deployment's to change.
+OWNED_KAFKA_PROPERTIES = frozenset(
+    {
+        "bootstrap.servers",
+        "group.id",
+        "group.instance.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "auto.offset.reset",
+        "enable.partition.eof",
+        "enable.idempotence",
+        "transactional.id",
+        "isolation.level",
+        "error_cb",
+        "logger",
+        "log_level",
+    }
+)
+
+
+KafkaValue = str | int | float | bool
+
+
+class KafkaConfig(_Frozen):
+    """How every Kafka client connects: TLS, SASL and any other librdkafka property.
+
+    ``extra`` takes librdkafka properties by their own names (``client.id``,
+    ``ssl.endpoint.identification.algorithm`` ...). One the project sets itself is refused
+    here; one librdkafka does not know, by ``stream.kafka.clients.check_kafka_config`` when a
+    process starts:
+
+    >>> KafkaConfig(security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+    ...             sasl_username="u", sasl_password="p").properties()["sasl.password"]
+    'p'
+    >>> KafkaConfig(extra={"enable.auto.commit": True})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for KafkaConfig
+    ...
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    extra: dict[str, KafkaValue] = {}
+
+    @field_validator("extra")
+    @classmethod
+    def _not_owned(cls, extra: dict[str, KafkaValue]) -> dict[str, KafkaValue]:
+        owned = sorted(OWNED_KAFKA_PROPERTIES & extra.keys())
+        if owned:
+            raise ValueError(
+                f"kafka.extra sets {owned}: the project sets these itself "
+                "(see stream/kafka/clients.py)"
+            )
+        typed = sorted(k for k in extra if k.replace(".", "_") in cls.model_fields)
+        if typed:
+            raise ValueError(f"kafka.extra sets {typed}: use the typed kafka fields instead")
+        return extra
+
+    def field_values(self) -> dict[str, object]:
+        """The fields that are set, secrets revealed (for a child process's environment)."""
+        values: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or value == {}:
+                continue
+            values[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return values
+
+    def properties(self) -> dict[str, KafkaValue]:
+        """The librdkafka properties these settings add to every client (secrets revealed)."""
+        values = self.field_values()
+        extra: dict[str, KafkaValue] = values.pop("extra", {})  # type: ignore[assignment]
+        props = {name.replace("_", "."): value for name, value in values.items()}
+        return {**props, **extra}  # type: ignore[dict-item]
+
+
 class MetricsConfig(_Frozen):
     """Where the /metrics endpoints listen (their ports are each command's --metrics-port)."""
 
@@ -256,6 +358,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
     )
     topics: Topics = Topics()
+    kafka: KafkaConfig = KafkaConfig()
     limits: Limits = Limits()
     model: ModelConfig = ModelConfig()
     consumer: ConsumerConfig = ConsumerConfig()
@@ -274,6 +377,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     7
     """
     env = {
+        # Secrets too: the child connects as this process does.
+        "FEEDBACK_LOOP_KAFKA": json.dumps(settings.kafka.field_values()),
+    }
+    env |= {
         f"FEEDBACK_LOOP_{name.upper()}": getattr(settings, name).model_dump_json()
         for name in (
             "topics",

@@ -30,7 +30,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def settings(bootstrap: str, tmp_path: Path) -> Settings:
     """Settings with topics and a consumer group of this test's own."""
     s = isolated_settings(bootstrap, tmp_path / "state", checkpoint_every_events=5000)
-    ensure_topics(bootstrap, s.topics)
+    ensure_topics(bootstrap, s.topics, kafka=s.kafka)
     return s
 
 

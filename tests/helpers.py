@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import ConsumerConfig, Settings, Topics, settings_env
@@ -80,8 +80,12 @@ BAD_MESSAGES = [
 def publish_raw(settings: Settings, messages: list[bytes | None]) -> list[int]:
     """Publish raw values (None: a message without a value), in order, through one producer
     that accepts messages up to 64 MB; return the offset of each."""
-    config = clients.producer_config(settings.bootstrap_servers or "", bulk=True)
-    producer = Producer({**config, "message.max.bytes": 64 * 1024 * 1024})
+    producer = clients.producer(
+        settings.bootstrap_servers or "",
+        kafka=settings.kafka,
+        bulk=True,
+        max_message_bytes=64 * 1024 * 1024,
+    )
     offsets: list[int] = [-1] * len(messages)
     errors: list[str] = []
 
@@ -109,7 +113,9 @@ def publish_raw(settings: Settings, messages: list[bytes | None]) -> list[int]:
 def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str, Any]:
     """Profiles, n events, the bad messages and 50 events re-sent; return what was sent."""
     sim = Simulator(SimulatorConfig(n_users=300, n_items=200, seed=seed, bot_share=0.05))
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     events = list(sim.events(n_events))
     profiles = list(sim.profiles())
     for profile in profiles:
@@ -127,7 +133,9 @@ def publish_stream(settings: Settings, n_events: int, seed: int = 7) -> dict[str
 
 def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[Message]:
     """Every message of ``topic``, read from the start of each partition to its end."""
-    c = clients.reader(settings.bootstrap_servers or "", "test-reader", partition_eof=True)
+    c = clients.reader(
+        settings.bootstrap_servers or "", "test-reader", kafka=settings.kafka, partition_eof=True
+    )
     partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Message] = []

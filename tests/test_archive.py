@@ -47,7 +47,7 @@ def published(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Setti
     s = isolated_settings(
         bootstrap, tmp_path_factory.mktemp("unused"), checkpoint_every_events=1500, batch_size=500
     )
-    ensure_topics(bootstrap, s.topics)
+    ensure_topics(bootstrap, s.topics, kafka=s.kafka)
     publish_stream(s, N_EVENTS)
     return s
 
@@ -124,7 +124,7 @@ def test_history_outlives_the_broker(tmp_path: Path) -> None:
         settings = settings.model_copy(
             update={"serving": settings.serving.model_copy(update={"publish_state": False})}
         )
-        ensure_topics(broker.bootstrap_servers, settings.topics)
+        ensure_topics(broker.bootstrap_servers, settings.topics, kafka=settings.kafka)
         publish_stream(settings, 3000)
         ends = end_offsets(settings)
         consumer = FeedbackConsumer(settings, broker.bootstrap_servers)
@@ -133,7 +133,7 @@ def test_history_outlives_the_broker(tmp_path: Path) -> None:
         before = read_history(broker.bootstrap_servers, settings, ends)
     with EmbeddedBroker(log_file=tmp_path / "tansu-2.log") as broker:
         moved = settings.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
-        ensure_topics(broker.bootstrap_servers, moved.topics)
+        ensure_topics(broker.bootstrap_servers, moved.topics, kafka=moved.kafka)
         assert read_topic(moved, moved.topics.events) == []  # the broker lost it all
         after = read_history(broker.bootstrap_servers, moved, ends)
     assert len(after.events) == len(before.events) > 0
@@ -168,8 +168,8 @@ def test_replay_of_the_archive_gives_the_same_history(published: Settings, tmp_p
     bootstrap = settings.bootstrap_servers or ""
     fresh = isolated_settings(bootstrap, tmp_path / "replayed")
     fresh = fresh.model_copy(update={"archive": ArchiveConfig(enabled=False)})
-    ensure_topics(bootstrap, fresh.topics)
-    pub = EventPublisher(bootstrap, fresh.topics.events)
+    ensure_topics(bootstrap, fresh.topics, kafka=fresh.kafka)
+    pub = EventPublisher(bootstrap, fresh.topics.events, kafka=fresh.kafka)
     for record in source.records():
         pub.publish(record)
     stats = pub.flush()

@@ -24,7 +24,7 @@ def test_unusable_control_messages_are_rejected_and_the_consumer_goes_on(
     s = settings.model_copy(update={"retrain": RetrainConfig(registry_dir=tmp_path / "reg")})
     bootstrap = s.bootstrap_servers or ""
     sim = Simulator(SimulatorConfig(n_users=100, n_items=50, seed=5))
-    pub = EventPublisher(bootstrap, s.topics.events)
+    pub = EventPublisher(bootstrap, s.topics.events, kafka=s.kafka)
     for profile in sim.profiles():
         pub.publish(profile)
     for event in sim.events(3000):
@@ -35,8 +35,8 @@ def test_unusable_control_messages_are_rejected_and_the_consumer_goes_on(
     publish_control(bootstrap, s.topics.control, ModelPublished(
         request_id="nobody-asked", version=7, accepted=True, offsets={0: 0}, event_index=0,
         outcome={},
-    ))  # fmt: skip
-    producer_pub = EventPublisher(bootstrap, s.topics.control)
+    ), kafka=s.kafka)  # fmt: skip
+    producer_pub = EventPublisher(bootstrap, s.topics.control, kafka=s.kafka)
     producer_pub.publish(b"\xff{garbage", key=b"x")
     producer_pub.publish(b'{"type": "self_destruct"}', key=b"x")
     assert producer_pub.flush().failed == 0

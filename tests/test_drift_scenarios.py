@@ -60,7 +60,9 @@ def run_scenario(settings: Settings, **sim: Any) -> tuple[Any, dict[str, Any], i
     checkpoint) in between, after any retrain it asked for has been answered, so a swap
     lands mid-stream and the second half shows the swapped model at work."""
     simulator = Simulator(SimulatorConfig(seed=21, bot_share=0.02, **sim))
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     for profile in simulator.profiles():
         pub.publish(profile)
     profiles = pub.stats.sent

@@ -33,7 +33,9 @@ pytestmark = pytest.mark.integration
 
 
 def publish(settings: Settings, events: Sequence[Event]) -> dict[int, int]:
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     for e in events:
         pub.publish(e)
     stats = pub.flush()

@@ -142,7 +142,9 @@ def test_progress_log_fields_count_from_the_start_of_the_process() -> None:
 
 def publish(settings: Settings, n_events: int) -> dict[int, int]:
     sim = Simulator(SimulatorConfig(n_users=100, n_items=80, seed=11, bot_share=0.05))
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     for record in [*sim.profiles(), *sim.events(n_events)]:
         pub.publish(record)
     pub.publish(b"{not json", key=b"u00001")

@@ -211,7 +211,9 @@ def test_records_survive_the_bytes() -> None:
 def read_state(settings: Settings) -> list[StateRecord]:
     """Every record of the model-state topic, read by a new follower to the end of the topic
     (the consumer flushed its records before returning, so they are all there)."""
-    follower = ModelStateFollower(settings.bootstrap_servers or "", settings.topics.model_state)
+    follower = ModelStateFollower(
+        settings.bootstrap_servers or "", settings.topics.model_state, kafka=settings.kafka
+    )
     out: list[StateRecord] = []
 
     def at_end() -> bool:
@@ -236,7 +238,7 @@ def test_the_consumer_publishes_changes_and_snapshots_a_reader_can_rebuild(
     ).model_copy(update={"serving": ServingConfig(
         publish_every_events=2500, publish_every_seconds=3600.0,
     )})
-    ensure_topics(s.bootstrap_servers or "", s.topics)
+    ensure_topics(s.bootstrap_servers or "", s.topics, kafka=s.kafka)
     sent = publish_stream(s, 12_000, seed=11)
     first = FeedbackConsumer(s, s.bootstrap_servers or "")
     first.stop_at(sent["end_offsets"])
@@ -278,7 +280,7 @@ def test_the_consumer_publishes_changes_and_snapshots_a_reader_can_rebuild(
 def test_publishing_can_be_turned_off(settings: Settings) -> None:
     s = derived(settings, topics={"model_state": f"{uuid.uuid4().hex[:10]}.model-state"})
     s = s.model_copy(update={"serving": ServingConfig(publish_state=False)})
-    ensure_topics(s.bootstrap_servers or "", s.topics)
+    ensure_topics(s.bootstrap_servers or "", s.topics, kafka=s.kafka)
     sent = publish_stream(s, 2000, seed=2)
     consumer = FeedbackConsumer(s, s.bootstrap_servers or "")
     consumer.stop_at(sent["end_offsets"])

@@ -40,7 +40,9 @@ def with_registry(settings: Settings, tmp_path: Path) -> Settings:
 
 
 def publish(settings: Settings, sim: Simulator, n: int, profiles: bool) -> dict[int, int]:
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     if profiles:
         for profile in sim.profiles():
             pub.publish(profile)
@@ -85,7 +87,10 @@ def test_swap_learns_every_event_since_the_version_history(
     )
     version = registry.publish(fresh, {"event_index": 0}).version
     registry.set_current(version)
-    publish_control(s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version))
+    publish_control(
+        s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version),
+        kafka=s.kafka,
+    )
     ends = publish(s, sim, 4000, profiles=False)
 
     metrics = PipelineMetrics()
@@ -106,7 +111,10 @@ def test_manual_trigger_becomes_a_request_with_the_live_losses(
     sim = Simulator(SimulatorConfig(n_users=200, n_items=100, seed=4))
     ends = publish(s, sim, 6000, profiles=True)
     consume(s, ends)
-    publish_control(s.bootstrap_servers or "", s.topics.control, RetrainTrigger(reason="test"))
+    publish_control(
+        s.bootstrap_servers or "", s.topics.control, RetrainTrigger(reason="test"),
+        kafka=s.kafka,
+    )
     ends = publish(s, sim, 2000, profiles=False)
     learner = consume(s, ends).learner
     assert [r.reason for r in learner.lifecycle.retrains] == ["test"]
@@ -166,8 +174,14 @@ def test_versions_missing_from_the_registry_are_recorded_not_fatal(
     # Version 1 exists but does not say where its history ends.
     ModelRegistry(s.retrain.registry_dir).publish(ModelBundle.fresh(s.model), {})
     try:
-        publish_control(bootstrap, s.topics.control, ModelActivated(version=41))
-        publish_control(bootstrap, s.topics.control, ModelActivated(version=1))
+        publish_control(
+            bootstrap, s.topics.control, ModelActivated(version=41),
+            kafka=s.kafka,
+        )
+        publish_control(
+            bootstrap, s.topics.control, ModelActivated(version=1),
+            kafka=s.kafka,
+        )
         life.trigger("test")
         poll_until(lambda: len(control.skipped) == 2 and life.state.busy)
         assert [(k.message, k.version) for k in control.skipped] == [
@@ -177,7 +191,7 @@ def test_versions_missing_from_the_registry_are_recorded_not_fatal(
         assert "no event_index" in control.skipped[1].error
         request = life.state.outstanding
         assert request is not None
-        publish_control(bootstrap, s.topics.control, ModelPublished(
+        publish_control(bootstrap, s.topics.control, kafka=s.kafka, message=ModelPublished(
             request_id=request.request_id, version=42, accepted=True,
             offsets=request.offsets, event_index=request.event_index, outcome={},
         ))

@@ -126,7 +126,8 @@ class Traffic:
 
     def _loop(self) -> None:
         """The closed loop's sessions (the profiles come from :meth:`_publish`)."""
-        pub = EventPublisher(self.settings.bootstrap_servers or "", self.settings.topics.events)
+        s = self.settings
+        pub = EventPublisher(s.bootstrap_servers or "", s.topics.events, kafka=s.kafka)
         if not self.loop.wait_ready():
             return
         for event in self.loop.events(10**9):  # until close()
@@ -135,7 +136,8 @@ class Traffic:
 
     def _publish(self) -> None:
         sim = Simulator(POPULATION)
-        pub = EventPublisher(self.settings.bootstrap_servers or "", self.settings.topics.events)
+        s = self.settings
+        pub = EventPublisher(s.bootstrap_servers or "", s.topics.events, kafka=s.kafka)
         for profile in sim.profiles():
             pub.publish(profile)
         while not self.stop.is_set():
@@ -384,7 +386,7 @@ def stack(
             group_id=f"r-{tag}",
         ),
     ))
-    ensure_topics(bootstrap, settings.topics)
+    ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
     metrics = PipelineMetrics()
     metrics_port = metrics.serve("127.0.0.1", 0)
     retrain_metrics = RetrainMetrics()

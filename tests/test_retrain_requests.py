@@ -54,7 +54,7 @@ def test_requests_are_answered_once_per_id_and_queued_while_no_retrainer_runs(
     )
     # No retrainer runs: A, A again (a restarted consumer repeating its decision), B, C.
     for request_id in ("A", "A", "B", "C"):
-        publish_control(bootstrap, s.topics.control, request(request_id))
+        publish_control(bootstrap, s.topics.control, request(request_id), kafka=s.kafka)
     worker = RetrainWorker(s, bootstrap)
     worker.run(max_requests=4)  # started later: serves what is queued on the topic
     assert answers(s) == {"A": 1, "B": 1, "C": 1}
@@ -100,20 +100,20 @@ def test_an_unanswered_request_expires_and_the_consumer_may_ask_again(
         ModelBundle.fresh(s.model), {"event_index": 0}
     ).version
     try:
-        publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="ops"))
+        publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="ops"), kafka=s.kafka)
         poll_until(lambda: life.state.busy)
         first = life.retrains[0].request_id
         poll_until(lambda: not life.state.busy)  # no retrainer runs: it expires
         assert life.requests_expired == 1 and life.retrains[0].status == "timed_out"
-        publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="again"))
+        publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="again"), kafka=s.kafka)
         poll_until(lambda: len(life.retrains) == 2)
         # The late answer to the expired request: ignored, nothing swapped.
         publish_control(bootstrap, s.topics.control, ModelPublished(
             request_id=first, version=version, accepted=True, offsets={}, event_index=0,
             outcome={},
-        ))  # fmt: skip
+        ), kafka=s.kafka)  # fmt: skip
         # Read past the late answer: a trigger after it becomes the third request.
-        publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="marker"))
+        publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="marker"), kafka=s.kafka)
         poll_until(lambda: len(life.retrains) == 3)
     finally:
         control.close()

@@ -71,7 +71,7 @@ def serving_settings(bootstrap: str, tmp: Path) -> Settings:
             "serving": ServingConfig(ann_min_items=0, candidates=50),
         }
     )
-    ensure_topics(bootstrap, s.topics)
+    ensure_topics(bootstrap, s.topics, kafka=s.kafka)
     return s
 
 
@@ -125,7 +125,9 @@ class Loop:
 
 
 def publish_simulation(settings: Settings, sim: Simulator) -> int:
-    pub = EventPublisher(settings.bootstrap_servers or "", settings.topics.events)
+    pub = EventPublisher(
+        settings.bootstrap_servers or "", settings.topics.events, kafka=settings.kafka
+    )
     profiles = list(sim.profiles())
     for p in profiles:
         pub.publish(p)
@@ -385,7 +387,7 @@ def test_readyz_waits_for_model_state(bootstrap: str, tmp_path: Path) -> None:
         assert http.get("/recommendations/u1").status_code == 503
         assert "not ready" in http.get("/recommendations/u1").json()["reason"]
         assert http.get("/healthz").status_code == 200
-        pub = ModelStatePublisher(bootstrap, settings.topics.model_state)
+        pub = ModelStatePublisher(bootstrap, settings.topics.model_state, kafka=settings.kafka)
         item = ItemState("i1", 0.0, (0.1, 0.2), 0.0, (0.3, 0.1), {"genres": ["Drama"]}, 3)
         meta = ModelMeta(
             version=0, sequence=1, snapshot=True, published_at=time.time(), consumed=1,
@@ -408,7 +410,10 @@ def test_a_swap_changes_the_served_model_version(loop: Loop) -> None:
     )
     version = registry.publish(fresh, {"event_index": 0}).version
     registry.set_current(version)
-    publish_control(s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version))
+    publish_control(
+        s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version),
+        kafka=s.kafka,
+    )
 
     def served_version() -> int:
         r = loop.http.get(f"/recommendations/{uid}", params={"policy": "model"})

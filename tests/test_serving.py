@@ -15,7 +15,7 @@ import pytest
 
 from consumers.state_follower import StateFollowerThread
 from producers.simulator import Simulator, SimulatorConfig
-from stream.config import ServingConfig, Settings, Topics
+from stream.config import KafkaConfig, ServingConfig, Settings, Topics
 from stream.events import Context, encode_event
 from stream.kafka.broker import ensure_topics
 from stream.kafka.model_state import ModelStatePublisher
@@ -367,8 +367,8 @@ def test_follower_thread_applies_published_records(bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:10]
     topics = Topics(events=f"{tag}.events", dead_letters=f"{tag}.dl", control=f"{tag}.control",
                     model_state=f"{tag}.model-state")
-    ensure_topics(bootstrap, topics)
-    pub = ModelStatePublisher(bootstrap, topics.model_state)
+    ensure_topics(bootstrap, topics, kafka=KafkaConfig())
+    pub = ModelStatePublisher(bootstrap, topics.model_state, kafka=KafkaConfig())
     items = [ItemState(f"i{n}", implicit_vector=(float(n), 1.0), implicit_bias=0.0,
                        profile={"genres": ["Drama"]}, interactions=n) for n in range(50)]
     first: list[StateRecord] = [*items, UserState("u", implicit_vector=(1.0, 0.0))]
@@ -377,7 +377,7 @@ def test_follower_thread_applies_published_records(bootstrap: str) -> None:
     pub.publish([encode_record(meta(version=4, sequence=1))])
     assert pub.flush() == 0
     state = ServingState()
-    follower = StateFollowerThread(bootstrap, topics.model_state, state)
+    follower = StateFollowerThread(bootstrap, topics.model_state, state, kafka=KafkaConfig())
     follower.start()
     try:
         wait_until(follower.ready.is_set, "the follower is ready", timeout=60)

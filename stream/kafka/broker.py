@@ -25,7 +25,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
-from stream.config import Settings, Topics
+from stream.config import KafkaConfig, Settings, Topics
 from stream.kafka import clients
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,10 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"embedded broker did not listen on port {self.port} in {timeout}s")
 
+    def exit_code(self) -> int | None:
+        """The broker process's exit code once it has exited (None while it runs)."""
+        return None if self._proc is None else self._proc.poll()
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         stop_process(proc, timeout=5)
@@ -121,9 +125,11 @@ class EmbeddedBroker:
         self.stop()
 
 
-def ensure_topics(bootstrap_servers: str, topics: Topics, timeout: float = 15.0) -> None:
+def ensure_topics(
+    bootstrap_servers: str, topics: Topics, *, kafka: KafkaConfig, timeout: float = 15.0
+) -> None:
     """Create the project's topics if missing (idempotent)."""
-    admin = clients.admin(bootstrap_servers)
+    admin = clients.admin(bootstrap_servers, kafka=kafka)
     wanted = {
         topics.events: topics.events_partitions,
         topics.dead_letters: 1,
@@ -163,9 +169,9 @@ def ensure_topics(bootstrap_servers: str, topics: Topics, timeout: float = 15.0)
 def kafka_cluster(settings: Settings, log_file: Path | None = None) -> Iterator[str]:
     """Yield bootstrap servers with the topics in place; start Tansu if none is configured."""
     if settings.bootstrap_servers:
-        ensure_topics(settings.bootstrap_servers, settings.topics)
+        ensure_topics(settings.bootstrap_servers, settings.topics, kafka=settings.kafka)
         yield settings.bootstrap_servers
         return
     with EmbeddedBroker(log_file=log_file) as broker:
-        ensure_topics(broker.bootstrap_servers, settings.topics)
+        ensure_topics(broker.bootstrap_servers, settings.topics, kafka=settings.kafka)
         yield broker.bootstrap_servers

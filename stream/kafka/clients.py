@@ -6,11 +6,18 @@ Consumers never auto-commit (the checkpoint decides what is committed, see
 message twice). Each ``*_config`` function returns the plain librdkafka dictionary, so a
 setting can be checked without a broker:
 
->>> cfg = consumer_config("127.0.0.1:9092", "g1", partition_eof=True)
+>>> tls = KafkaConfig(security_protocol="SSL", extra={"client.id": "fl"})
+>>> cfg = consumer_config("127.0.0.1:9092", "g1", kafka=tls, partition_eof=True)
 >>> cfg["enable.auto.commit"], cfg["auto.offset.reset"], cfg["enable.partition.eof"]
 (False, 'earliest', True)
->>> producer_config("127.0.0.1:9092")["enable.idempotence"]
+>>> cfg["security.protocol"], cfg["client.id"]
+('SSL', 'fl')
+>>> producer_config("127.0.0.1:9092", kafka=tls)["enable.idempotence"]
 True
+
+Every builder takes the deployment's :class:`~stream.config.KafkaConfig` (TLS, SASL, any
+librdkafka property), so no client connects without it. ``health`` receives the clients'
+errors (:class:`~stream.kafka.health.BrokerHealth`: rate-limited log lines, broker loss).
 
 :func:`is_data` is the one filter of consumed messages that every consume loop uses.
 """
@@ -24,6 +31,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
+from stream.config import KafkaConfig
+from stream.kafka.health import BrokerHealth
+
 log = logging.getLogger(__name__)
 
 # Large fetches for the consumers that read the events topic in bulk (the live consumer,
@@ -36,15 +46,50 @@ _BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "queued.max.messages.kbytes"
 _BULK_PRODUCE = {"batch.num.messages": 10000, "queue.buffering.max.messages": 500000}
 
 
-def quiet_client_config() -> dict[str, Any]:
-    """Settings shared by all clients: librdkafka logs through Python, not to stderr."""
-    return {"log_level": 3, "logger": logging.getLogger("librdkafka")}
+def quiet_client_config(kafka: KafkaConfig, health: BrokerHealth | None = None) -> dict[str, Any]:
+    """Settings shared by all clients: the deployment's ones, librdkafka logging through
+    Python (not to stderr) and its errors reported to ``health`` (a shared one otherwise)."""
+    return {
+        **kafka.properties(),
+        # Errors reach error_cb (rate-limited there); librdkafka's own ERROR lines would
+        # repeat each of them, dozens a second while a broker is down.
+        "log_level": 2,
+        "logger": logging.getLogger("librdkafka"),
+        "error_cb": (health or _SHARED_HEALTH).on_error,
+    }
+
+
+# Clients without a health of their own (readers, admin, publishers) still log errors
+# rate-limited, not dozens of lines a second while a broker is down.
+_SHARED_HEALTH = BrokerHealth()
+
+
+def check_kafka_config(kafka: KafkaConfig) -> None:
+    """Raise ``ValueError`` naming a property librdkafka does not know or a value it refuses.
+
+    librdkafka checks names and values when a client is made: a throwaway producer with no
+    broker does that at start-up, not at the first connection.
+
+    >>> check_kafka_config(KafkaConfig(extra={"ssl.nope": 1}))
+    Traceback (most recent call last):
+    ...
+    ValueError: kafka settings refused by librdkafka: No such configuration property: "ssl.nope"
+    """
+    props = kafka.properties()
+    if not props:
+        return
+    try:
+        Producer({**props, "log_level": 0})
+    except KafkaException as err:
+        raise ValueError(f"kafka settings refused by librdkafka: {err.args[0].str()}") from None
 
 
 def consumer_config(
     bootstrap_servers: str,
     group_id: str,
     *,
+    kafka: KafkaConfig,
+    health: BrokerHealth | None = None,
     partition_eof: bool = False,
     bulk: bool = False,
     session_timeout_ms: int | None = None,
@@ -55,13 +100,13 @@ def consumer_config(
     ListOffsets answer for the latest offset is wrong, so that is how the end is known.
     """
     cfg: dict[str, Any] = {
+        **quiet_client_config(kafka, health),
         "bootstrap.servers": bootstrap_servers,
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": partition_eof,
-        **quiet_client_config(),
     }
     if session_timeout_ms is not None:
         cfg["session.timeout.ms"] = session_timeout_ms
@@ -73,33 +118,41 @@ def consumer_config(
 def producer_config(
     bootstrap_servers: str,
     *,
+    kafka: KafkaConfig,
+    health: BrokerHealth | None = None,
     linger_ms: int = 5,
     bulk: bool = False,
     max_message_bytes: int | None = None,
+    message_timeout_ms: int | None = None,
 ) -> dict[str, Any]:
     """An idempotent producer (``bulk``: queues sized for a stream of events;
-    ``max_message_bytes``: the largest message it sends, librdkafka's 1 MB by default)."""
+    ``max_message_bytes``: the largest message it sends, librdkafka's 1 MB by default;
+    ``message_timeout_ms``: when a message that could not be delivered is reported failed)."""
     cfg: dict[str, Any] = {
+        "linger.ms": linger_ms,
+        **quiet_client_config(kafka, health),
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
-        "linger.ms": linger_ms,
-        **quiet_client_config(),
     }
     if max_message_bytes is not None:
         cfg["message.max.bytes"] = max_message_bytes
     if bulk:
         cfg.update(_BULK_PRODUCE)
+    if message_timeout_ms is not None:
+        cfg["message.timeout.ms"] = message_timeout_ms
     return cfg
 
 
-def admin_config(bootstrap_servers: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap_servers, **quiet_client_config()}
+def admin_config(bootstrap_servers: str, *, kafka: KafkaConfig) -> dict[str, Any]:
+    return {**quiet_client_config(kafka), "bootstrap.servers": bootstrap_servers}
 
 
 def group_consumer(
     bootstrap_servers: str,
     group_id: str,
     *,
+    kafka: KafkaConfig,
+    health: BrokerHealth | None = None,
     session_timeout_ms: int | None = None,
     partition_eof: bool = False,
     bulk: bool = False,
@@ -109,6 +162,8 @@ def group_consumer(
         consumer_config(
             bootstrap_servers,
             group_id,
+            kafka=kafka,
+            health=health,
             partition_eof=partition_eof,
             bulk=bulk,
             session_timeout_ms=session_timeout_ms,
@@ -117,35 +172,48 @@ def group_consumer(
 
 
 def reader(
-    bootstrap_servers: str, purpose: str, *, partition_eof: bool = False, bulk: bool = False
+    bootstrap_servers: str,
+    purpose: str,
+    *,
+    kafka: KafkaConfig,
+    partition_eof: bool = False,
+    bulk: bool = False,
 ) -> Consumer:
     """A consumer outside any shared group: it assigns partitions itself and never commits."""
     group = f"{purpose}-{uuid.uuid4().hex[:8]}"
     return Consumer(
-        consumer_config(bootstrap_servers, group, partition_eof=partition_eof, bulk=bulk)
+        consumer_config(
+            bootstrap_servers, group, kafka=kafka, partition_eof=partition_eof, bulk=bulk
+        )
     )
 
 
 def producer(
     bootstrap_servers: str,
     *,
+    kafka: KafkaConfig,
+    health: BrokerHealth | None = None,
     linger_ms: int = 5,
     bulk: bool = False,
     max_message_bytes: int | None = None,
+    message_timeout_ms: int | None = None,
 ) -> Producer:
     """An idempotent producer (see :func:`producer_config`)."""
     return Producer(
         producer_config(
             bootstrap_servers,
+            kafka=kafka,
+            health=health,
             linger_ms=linger_ms,
             bulk=bulk,
             max_message_bytes=max_message_bytes,
+            message_timeout_ms=message_timeout_ms,
         )
     )
 
 
-def admin(bootstrap_servers: str) -> AdminClient:
-    return AdminClient(admin_config(bootstrap_servers))
+def admin(bootstrap_servers: str, *, kafka: KafkaConfig) -> AdminClient:
+    return AdminClient(admin_config(bootstrap_servers, kafka=kafka))
 
 
 def is_data(msg: Message, at_end: set[int] | None = None, source: str = "consumer") -> bool:

@@ -12,15 +12,18 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from pydantic import ValidationError
 
+from stream.config import KafkaConfig
 from stream.events import ControlMessage, ControlMessageBase, decode_control, encode_control
 from stream.kafka import clients
 
 log = logging.getLogger(__name__)
 
 
-def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageBase) -> None:
+def publish_control(
+    bootstrap_servers: str, topic: str, message: ControlMessageBase, *, kafka: KafkaConfig
+) -> None:
     """Publish one control message and wait for the broker's acknowledgement."""
-    producer = clients.producer(bootstrap_servers)
+    producer = clients.producer(bootstrap_servers, kafka=kafka)
     errors: list[str] = []
     producer.produce(
         topic,
@@ -32,9 +35,11 @@ def publish_control(bootstrap_servers: str, topic: str, message: ControlMessageB
         raise RuntimeError(f"control message not delivered to {topic}: {errors}")
 
 
-def read_control(bootstrap_servers: str, topic: str, timeout: float = 60.0) -> list[ControlMessage]:
+def read_control(
+    bootstrap_servers: str, topic: str, *, kafka: KafkaConfig, timeout: float = 60.0
+) -> list[ControlMessage]:
     """Every decodable message of the control topic, from its start to its current end."""
-    consumer = clients.reader(bootstrap_servers, "control-scan", partition_eof=True)
+    consumer = clients.reader(bootstrap_servers, "control-scan", kafka=kafka, partition_eof=True)
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     out: list[ControlMessage] = []
     at_end: set[int] = set()
@@ -67,10 +72,12 @@ class ControlRecord:
 class ControlReader:
     """Reads the control topic from a given offset, without a consumer group."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, start_offset: int = 0) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, start_offset: int = 0, *, kafka: KafkaConfig
+    ) -> None:
         self.topic = topic
         self.next_offset = start_offset
-        self._consumer = clients.reader(bootstrap_servers, "control-reader")
+        self._consumer = clients.reader(bootstrap_servers, "control-reader", kafka=kafka)
         self._consumer.assign([TopicPartition(topic, 0, start_offset)])
 
     def poll(self, timeout: float = 0.0) -> list[ControlRecord]:

@@ -25,8 +25,10 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from stream.config import KafkaConfig
 from stream.events.text import clip
 from stream.kafka import clients
+from stream.kafka.health import BrokerHealth
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -72,11 +74,22 @@ class DeadLetters:
 
     @classmethod
     def connect(
-        cls, bootstrap_servers: str, topic: str, max_bytes: int, linger_ms: int = 5
+        cls,
+        bootstrap_servers: str,
+        topic: str,
+        max_bytes: int,
+        *,
+        kafka: KafkaConfig,
+        health: BrokerHealth | None = None,
+        linger_ms: int = 5,
     ) -> DeadLetters:
         """Dead letters of at most ``max_bytes`` through a producer of their own."""
         producer = clients.producer(
-            bootstrap_servers, linger_ms=linger_ms, max_message_bytes=max_bytes + PRODUCER_HEADROOM
+            bootstrap_servers,
+            kafka=kafka,
+            health=health,
+            linger_ms=linger_ms,
+            max_message_bytes=max_bytes + PRODUCER_HEADROOM,
         )
         return cls(producer, topic, max_bytes)
 

@@ -147,7 +147,9 @@ def _read_topic(
     todo = {p: end for p, end in end_offsets.items() if end > starts.get(p, 0)}
     if not todo:
         return
-    consumer = clients.reader(bootstrap_servers, "history", partition_eof=True, bulk=True)
+    consumer = clients.reader(
+        bootstrap_servers, "history", kafka=settings.kafka, partition_eof=True, bulk=True
+    )
     firsts = _first_offsets(consumer, topic, starts, todo)
     todo = {p: end for p, end in todo.items() if end > firsts[p]}
     consumer.assign([TopicPartition(topic, p, firsts[p]) for p in sorted(todo)])

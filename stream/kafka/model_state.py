@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from stream.config import KafkaConfig
 from stream.kafka import clients
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,12 @@ __all__ = ["ModelStateFollower", "ModelStatePublisher"]
 class ModelStatePublisher:
     """Produces model-state records; :meth:`flush` waits until the broker has them all."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, *, kafka: KafkaConfig) -> None:
         self.topic = topic
         self.sent = 0
         self.failed = 0
         self.errors: list[str] = []
-        self._producer = clients.producer(bootstrap_servers, linger_ms=20, bulk=True)
+        self._producer = clients.producer(bootstrap_servers, kafka=kafka, linger_ms=20, bulk=True)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
@@ -70,12 +71,12 @@ class ModelStateFollower:
     True): from then on its state is as fresh as the topic.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, *, kafka: KafkaConfig) -> None:
         self.topic = topic
         self.caught_up = False
         self.next_offset = 0
         self._consumer = clients.reader(
-            bootstrap_servers, "model-state-follower", partition_eof=True, bulk=True
+            bootstrap_servers, "model-state-follower", kafka=kafka, partition_eof=True, bulk=True
         )
         self._consumer.assign([TopicPartition(topic, 0, 0)])
 

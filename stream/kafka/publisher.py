@@ -1,6 +1,6 @@
 """Publish events to Kafka: keyed by user, idempotent, every delivery report counted.
 
->>> pub = EventPublisher("127.0.0.1:9092", "feedback.events")  # doctest: +SKIP
+>>> pub = EventPublisher("127.0.0.1:9092", "feedback.events", kafka=KafkaConfig())  # doctest: +SKIP
 >>> pub.publish({"type": "click", "event_id": "e1", "user_id": "u1", "item_id": "i1",
 ...              "ts": 1.7e9})  # doctest: +SKIP
 >>> pub.flush().delivered  # doctest: +SKIP
@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message
 
+from stream.config import KafkaConfig
 from stream.events import BaseEvent, encode_event
 from stream.kafka import clients
 
@@ -53,10 +54,10 @@ def event_key(record: Record) -> bytes | None:
 class EventPublisher:
     """An idempotent Kafka producer for feedback events (objects, dicts or raw bytes)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, *, kafka: KafkaConfig) -> None:
         self.topic = topic
         self.stats = DeliveryStats()
-        self._producer = clients.producer(bootstrap_servers, bulk=True)
+        self._producer = clients.producer(bootstrap_servers, kafka=kafka, bulk=True)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

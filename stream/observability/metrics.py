@@ -104,6 +104,29 @@ class PipelineMetrics:
         self.checkpoint_seconds = Histogram(
             f"{PREFIX}_checkpoint_seconds", "Wall time to write one checkpoint.", registry=r
         )
+        self.log_truncations = Counter(
+            f"{PREFIX}_log_truncations",
+            "Times a partition's log was found shorter than the consumer's saved position.",
+            ["partition"],
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            f"{PREFIX}_broker_up", "1 while a Kafka broker is reachable, else 0.", registry=r
+        )
+        self.broker_up.set(1)
+        self.broker_errors = Counter(
+            f"{PREFIX}_broker_errors",
+            "Errors the Kafka clients of the consumer reported (connection failures, ...).",
+            registry=r,
+        )
+        self._broker_errors_seen = 0
+
+    def observe_broker(self, up: bool, errors: int) -> None:
+        """The clients' health: reachable or not, and the errors they reported so far."""
+        self.broker_up.set(1 if up else 0)
+        if errors > self._broker_errors_seen:
+            self.broker_errors.inc(errors - self._broker_errors_seen)
+            self._broker_errors_seen = errors
 
     def track(self, learner: Callable[[], FeedbackLearner | None]) -> None:
         """Expose the counts, scores and lifecycle of ``learner()``, read at every scrape.
