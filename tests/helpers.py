@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,20 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not {what} within {timeout}s")
         time.sleep(0.01)
+
+
+def consume_command(settings: Settings, batch_size: int, checkpoint_every: int) -> dict[str, Any]:
+    """``feedback-loop consume --until-end`` for a child process on ``settings``, with these
+    batch and checkpoint sizes: the ``args`` and ``env`` of a ``subprocess`` call."""
+    env = child_env(settings)
+    env["FEEDBACK_LOOP_CONSUMER__BATCH_SIZE"] = str(batch_size)
+    env["FEEDBACK_LOOP_CONSUMER__CHECKPOINT_EVERY_EVENTS"] = str(checkpoint_every)
+    args = [
+        sys.executable, "-m", "cli.app", "consume", "--until-end",
+        "--state-dir", str(settings.consumer.state_dir), "--metrics-port", "0",
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    return {"args": args, "env": env}
 
 
 def child_env(settings: Settings) -> dict[str, str]:

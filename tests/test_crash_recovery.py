@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from stream.kafka.checkpoint import (
 from stream.learner import FeedbackLearner
 from tests.helpers import (
     BAD_MESSAGES,
-    child_env,
+    consume_command,
     derived,
     isolated_settings,
     publish_stream,
@@ -147,17 +146,9 @@ def test_crash_before_the_first_save_leaves_no_checkpoint(
 
 
 def consume_cli(settings: Settings) -> subprocess.Popen[bytes]:
-    env = child_env(settings)
     # Small batches and frequent checkpoints, so the kill lands between two of them.
-    env["FEEDBACK_LOOP_CONSUMER__BATCH_SIZE"] = "300"
-    env["FEEDBACK_LOOP_CONSUMER__CHECKPOINT_EVERY_EVENTS"] = "2000"
     return subprocess.Popen(
-        [
-            sys.executable, "-m", "cli.app", "consume", "--until-end",
-            "--state-dir", str(settings.consumer.state_dir), "--metrics-port", "0",
-            "--log-level", "WARNING",
-        ],
-        env=env,
+        **consume_command(settings, batch_size=300, checkpoint_every=2000),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

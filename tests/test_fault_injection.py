@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from consumers.loop import FeedbackConsumer
 from stream.config import Settings
 from stream.kafka.checkpoint import FILE_NAME, CheckpointStore
-from tests.helpers import child_env, derived, publish_stream
+from tests.helpers import consume_command, derived, publish_stream
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +32,8 @@ def consume(
         if file_size_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    env = child_env(settings)
-    env["FEEDBACK_LOOP_CONSUMER__BATCH_SIZE"] = "500"
-    env["FEEDBACK_LOOP_CONSUMER__CHECKPOINT_EVERY_EVENTS"] = "2000"
     return subprocess.run(
-        [
-            sys.executable, "-m", "cli.app", "consume", "--until-end",
-            "--state-dir", str(settings.consumer.state_dir), "--metrics-port", "0",
-            "--log-level", "WARNING",
-        ],
-        env=env,
+        **consume_command(settings, batch_size=500, checkpoint_every=2000),
         capture_output=True,
         preexec_fn=limit,
         timeout=600,

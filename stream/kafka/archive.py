@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stream.config import Settings
+from stream.files import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,6 @@ def _table(rows: list[ArchivedEvent], counts: dict[str, Any]) -> pa.Table:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class EventArchive:
     """The archive directory: write, list, read in order, forget a user."""
 
@@ -150,7 +143,7 @@ class EventArchive:
         except BaseException:
             tmp.unlink(missing_ok=True)  # no partial file holds the space
             raise
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         return path
 
     def write(

@@ -51,6 +51,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from stream.cadence import Cadence
 from stream.config import ConsumerConfig
+from stream.files import fsync_directory
 from stream.sealed import SealError, UnsupportedFormat, header, unseal
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,7 @@ class CheckpointStore:
             # would hold the space, and every restart would fail the same way.
             tmp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(self.directory)
 
     def remove_stale_temps(self) -> list[Path]:
         """Delete the temporary files of writes that never finished (a process killed while

@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stream.files import fsync_directory
 from stream.models import ModelBundle
 
 __all__ = ["ModelRegistry", "ModelVersion", "RegistryError"]
@@ -85,14 +86,6 @@ class ModelVersion:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -178,12 +171,12 @@ class ModelRegistry:
             try:
                 _write_file(tmp / BUNDLE_FILE, blob)
                 _write_file(tmp / METADATA_FILE, text.encode())
-                _fsync_dir(tmp)
+                fsync_directory(tmp)
                 os.rename(tmp, self._dir(version))
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(self.root)
+            fsync_directory(self.root)
         return ModelVersion(version, self._dir(version), json.loads(text))
 
     def get(self, version: int) -> ModelVersion:
@@ -288,7 +281,7 @@ class ModelRegistry:
         tmp = self.root / f".{CURRENT_FILE}.tmp-{os.getpid()}"
         _write_file(tmp, f"{version}\n".encode())
         os.replace(tmp, self.root / CURRENT_FILE)
-        _fsync_dir(self.root)
+        fsync_directory(self.root)
 
     def _stack(self) -> list[int]:
         """The versions that were put in service and not rolled back, oldest first."""
