@@ -127,12 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tag = uuid.uuid4().hex[:8]
         base = Settings(
             bootstrap_servers=broker.bootstrap_servers,
-            topics=Topics(
-                events=f"{tag}.events",
-                dead_letters=f"{tag}.dead-letters",
-                control=f"{tag}.control",
-                model_state=f"{tag}.model-state",
-            ),
+            topics=Topics.prefixed(tag),
             consumer=ConsumerConfig(
                 group_id=f"ref-{tag}",
                 state_dir=work / "reference",

@@ -67,12 +67,7 @@ def bench_settings(bootstrap: str, state_dir: Path) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(
         bootstrap_servers=bootstrap,
-        topics=Topics(
-            events=f"{tag}.events",
-            dead_letters=f"{tag}.dead-letters",
-            control=f"{tag}.control",
-            model_state=f"{tag}.model-state",
-        ),
+        topics=Topics.prefixed(tag),
         consumer=ConsumerConfig(group_id=f"bench-{tag}", state_dir=state_dir),
     )
 

@@ -84,12 +84,7 @@ def end_to_end(raws: list[bytes], repeats: int) -> dict[str, Any]:
             tag = uuid.uuid4().hex[:8]
             settings = Settings(
                 bootstrap_servers=bootstrap,
-                topics=Topics(
-                    events=f"{tag}.events",
-                    dead_letters=f"{tag}.dlq",
-                    control=f"{tag}.control",
-                    model_state=f"{tag}.model-state",
-                ),
+                topics=Topics.prefixed(tag),
                 consumer=ConsumerConfig(
                     group_id=f"bench-{tag}", state_dir=Path(tempfile.mkdtemp())
                 ),
@@ -119,12 +114,7 @@ def publishing_cost(raws: list[bytes], pairs: int) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
         tag = uuid.uuid4().hex[:8]
-        topics = Topics(
-            events=f"{tag}.events",
-            dead_letters=f"{tag}.dlq",
-            control=f"{tag}.control",
-            model_state=f"{tag}.model-state",
-        )
+        topics = Topics.prefixed(tag)
         ensure_topics(bootstrap, topics, kafka=KafkaConfig())
         pub = EventPublisher(bootstrap, topics.events, kafka=KafkaConfig())
         for raw in raws:

@@ -57,6 +57,20 @@ class Topics(_Frozen):
     # same models bit for bit. More partitions scale out but interleave item updates.
     events_partitions: int = Field(default=1, ge=1)
 
+    @classmethod
+    def prefixed(cls, prefix: str) -> Topics:
+        """Topics of their own (a bench run, a test), named ``<prefix>.events`` and so on.
+
+        >>> Topics.prefixed("t1").dead_letters
+        't1.dead-letters'
+        """
+        return cls(
+            events=f"{prefix}.events",
+            dead_letters=f"{prefix}.dead-letters",
+            control=f"{prefix}.control",
+            model_state=f"{prefix}.model-state",
+        )
+
 
 class Limits(_Frozen):
     """Validation limits applied to every incoming event."""

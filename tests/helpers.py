@@ -27,12 +27,7 @@ def isolated_settings(bootstrap: str, state_dir: Path, **consumer: object) -> Se
     tag = uuid.uuid4().hex[:10]
     return Settings(
         bootstrap_servers=bootstrap,
-        topics=Topics(
-            events=f"{tag}.events",
-            dead_letters=f"{tag}.dead-letters",
-            control=f"{tag}.control",
-            model_state=f"{tag}.model-state",
-        ),
+        topics=Topics.prefixed(tag),
         consumer=ConsumerConfig(group_id=f"g-{tag}", state_dir=state_dir, **consumer),  # type: ignore[arg-type]
     )
 

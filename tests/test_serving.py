@@ -365,8 +365,7 @@ def test_ann_recall_at_10_against_exact_and_after_updates() -> None:
 @pytest.mark.integration
 def test_follower_thread_applies_published_records(bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:10]
-    topics = Topics(events=f"{tag}.events", dead_letters=f"{tag}.dl", control=f"{tag}.control",
-                    model_state=f"{tag}.model-state")
+    topics = Topics.prefixed(tag)
     ensure_topics(bootstrap, topics, kafka=KafkaConfig())
     pub = ModelStatePublisher(bootstrap, topics.model_state, kafka=KafkaConfig())
     items = [ItemState(f"i{n}", implicit_vector=(float(n), 1.0), implicit_bias=0.0,
