@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stream.config import Settings
-from stream.files import fsync_directory
+from stream.files import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,7 @@ class EventArchive:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(f)
         tmp = path.with_name(f".{f.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as out:
-                pq.write_table(table, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # no partial file holds the space
-            raise
-        fsync_directory(self.directory)
+        replace_atomically(path, tmp, lambda out: pq.write_table(table, out))
         return path
 
     def write(

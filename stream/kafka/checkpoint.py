@@ -45,13 +45,13 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
 from stream.cadence import Cadence
 from stream.config import ConsumerConfig
-from stream.files import fsync_directory
+from stream.files import replace_atomically
 from stream.sealed import SealError, UnsupportedFormat, header, unseal
 
 log = logging.getLogger(__name__)
@@ -109,20 +109,14 @@ class CheckpointStore:
             "saved_at": time.time(),
         }
         blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "wb") as f:
-                f.write(header(blob, FORMAT_VERSION))
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            # A full disk (or any failed write) must not leave a partial file behind: it
-            # would hold the space, and every restart would fail the same way.
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_directory(self.directory)
+
+        def write(f: BinaryIO) -> None:
+            f.write(header(blob, FORMAT_VERSION))
+            f.write(blob)
+
+        # A full disk (or any failed write) leaves no partial file behind: it would hold the
+        # space, and every restart would fail the same way. Owner-only: it is unpickled.
+        replace_atomically(self.path, tmp, write, mode=0o600)
 
     def remove_stale_temps(self) -> list[Path]:
         """Delete the temporary files of writes that never finished (a process killed while
