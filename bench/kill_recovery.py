@@ -39,6 +39,7 @@ from stream.config import ConsumerConfig, Settings, Topics, settings_env  # noqa
 from stream.kafka import clients  # noqa: E402
 from stream.kafka.broker import EmbeddedBroker, ensure_topics  # noqa: E402
 from stream.kafka.checkpoint import CheckpointStore  # noqa: E402
+from stream.kafka.partitions import PartitionStore  # noqa: E402
 from stream.kafka.publisher import EventPublisher  # noqa: E402
 
 # One of each kind the consumer must reject (and dead-letter) without stopping.
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         ensure_topics(broker.bootstrap_servers, killed.topics, kafka=killed.kafka)
-        store = CheckpointStore(killed_dir)
+        store = PartitionStore(killed_dir, killed.topics.events).checkpoints(0)
         at_kill: list[int] = []
         for k in range(args.kills):
             proc = consume_child(killed, killed_dir)

@@ -62,9 +62,7 @@ class LogGuard:
                 # The client went back by itself (auto.offset.reset after "out of range").
                 found.setdefault(p, -1)
         for p, position in positions.items():
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), cached=True
-            )
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
             if 0 <= high < position:
                 found.setdefault(p, high)
         return found

@@ -3,11 +3,21 @@
 The user logic lives in :class:`stream.learner.learner.FeedbackLearner`; this module only moves
 bytes between Kafka and it. The order of operations is what makes a crash harmless:
 
-1. on start, restore the checkpoint and seek each assigned partition to its saved offset
-   (the beginning of the partition when there is no checkpoint: the models must see it all);
-2. consume a batch and apply every message (dead letters are produced as they come);
-3. when the :class:`~stream.kafka.checkpoint.Checkpoint` is due, commit it: flush the dead
-   letters, atomically save the learner with the offsets it covers, commit those offsets.
+1. when a partition is assigned, claim it in the group's shared state store
+   (:class:`~stream.kafka.partitions.PartitionStore`), restore its learner from its
+   checkpoint and seek to the offset saved with it (the beginning of the partition when
+   there is no checkpoint: the models must see it all);
+2. consume a batch and apply every message to its partition's learner (dead letters are
+   produced as they come);
+3. when the :class:`~stream.kafka.checkpoint.Checkpoint` is due (and before a partition is
+   revoked), commit it: flush the dead letters, atomically save each partition's learner with
+   the offset it covers, commit those offsets; a revoked partition's learner then leaves.
+
+Each partition has its own learner (a *task*, as Kafka Streams calls it): its users, their
+de-duplication window and bot-filter state and counts are its own, so the partition can move
+to any consumer of the group with its state, and the group's counts are the sum of the
+partitions'. With one partition (the default) there is one learner,
+:attr:`FeedbackConsumer.learner`.
 
 With ``settings.serving.publish_state``, the model state is published to the model-state topic
 for the ``serve`` processes (:mod:`consumers.state_stream`): the changes after a batch at the
@@ -36,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
@@ -45,9 +56,10 @@ from consumers.state_stream import ModelStateStream
 from stream.config import Settings
 from stream.kafka import clients
 from stream.kafka.archive import ArchiveBuffer, EventArchive, archive_directory
-from stream.kafka.checkpoint import Checkpoint, CheckpointStore, FaultHook, Offsets
+from stream.kafka.checkpoint import Checkpoint, CheckpointError, FaultHook, Offsets, PartitionSave
 from stream.kafka.dead_letters import DeadLetters
 from stream.kafka.health import BrokerHealth
+from stream.kafka.partitions import PartitionStore
 from stream.learner import FeedbackLearner
 from stream.observability.logs import ProgressLog
 from stream.observability.metrics import PipelineMetrics
@@ -56,11 +68,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RunResult:
+class PartitionTask:
+    """The learner of one assigned partition and the lease epoch its saves carry."""
+
+    partition: int
     learner: FeedbackLearner
+    epoch: int
+    restored: bool  # from a checkpoint (else fresh: the partition is read from its beginning)
+
+
+@dataclass
+class RunResult:
+    learner: FeedbackLearner  # the lowest partition's (the only one with one partition)
     messages: int  # consumed by this run (after any restore)
     seconds: float  # from the first message to the end of the last batch
     restored_from_checkpoint: bool
+    # Every partition's learner this consumer held at the end.
+    learners: dict[int, FeedbackLearner] | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -68,10 +92,13 @@ class RunResult:
 
 
 class FeedbackConsumer:
-    """A long-running consumer of the events topic that feeds a :class:`FeedbackLearner`.
+    """A long-running consumer of the events topic that feeds one :class:`FeedbackLearner`
+    per assigned partition.
 
-    The constructor does no I/O: :meth:`run` restores the checkpoint (or call :meth:`restore`
-    first) and opens the Kafka clients. ``faults`` injects crashes (tests only).
+    The constructor does no I/O: :meth:`run` restores the checkpoints (or call
+    :meth:`restore` first) and opens the Kafka clients. ``faults`` injects crashes (tests only).
+    Every consumer of a group must share ``consumer.state_dir``: it holds each partition's
+    checkpoint, which is how a partition's state follows it to another consumer.
     """
 
     def __init__(
@@ -87,8 +114,16 @@ class FeedbackConsumer:
         self.metrics = metrics
         self.on_batch = on_batch
         self.faults = faults
-        self.store = CheckpointStore(settings.consumer.state_dir)
-        self.learner = FeedbackLearner(settings)
+        self.store = PartitionStore(settings.consumer.state_dir, settings.topics.events)
+        # The assigned partitions' learners; before any assignment, `learner` is a fresh one.
+        self.tasks: dict[int, PartitionTask] = {}
+        self._fresh = FeedbackLearner(settings)
+        self._fresh_unused = True
+        # What the run ended with (lead learner, all learners): readable after it closed.
+        self._final: tuple[FeedbackLearner, dict[int, FeedbackLearner]] | None = None
+        # Checkpoints loaded by restore() before the partitions are assigned: partition ->
+        # (learner, offset, file stamp); used at assignment if the file has not changed since.
+        self._preloaded: dict[int, tuple[FeedbackLearner, int, tuple[int, int]]] = {}
         self.offsets: Offsets = {}
         self.restored = False
         self._loaded = False
@@ -101,6 +136,8 @@ class FeedbackConsumer:
         self._at_end: set[int] = set()
         # The model-state publisher, opened by run() when settings.serving.publish_state.
         self.state_stream: ModelStateStream | None = None
+        self._control: ModelControl | None = None
+        self._archive: ArchiveBuffer | None = None
         # A revoke checkpoints only while the run is healthy (see the module docstring).
         self._checkpoint_on_revoke = False
         self._failed = False
@@ -112,6 +149,21 @@ class FeedbackConsumer:
             # Read at every scrape, through the consumer: whichever learner it holds then.
             metrics.track(lambda: self.learner)
 
+    @property
+    def learner(self) -> FeedbackLearner:
+        """The lowest assigned partition's learner (the only one with one partition)."""
+        tasks = self.tasks
+        if tasks:
+            return tasks[min(tasks)].learner
+        return self._final[0] if self._final is not None else self._fresh
+
+    @property
+    def learners(self) -> dict[int, FeedbackLearner]:
+        """Every assigned partition's learner (after a run: the ones it ended with)."""
+        if not self.tasks and self._final is not None:
+            return dict(self._final[1])
+        return {p: t.learner for p, t in sorted(self.tasks.items())}
+
     # -- control from other threads / signal handlers ----------------------------------
     def request_stop(self) -> None:
         """Finish the current batch, checkpoint, commit and close."""
@@ -122,24 +174,52 @@ class FeedbackConsumer:
         self._targets = dict(end_offsets)
 
     def restore(self) -> bool:
-        """Load the checkpoint, once: the learner and the offsets it covers. True if any."""
+        """Load the saved checkpoints, once, to be used when their partitions are assigned;
+        with exactly one, its learner becomes :attr:`learner` at once. True if any."""
         if not self._loaded:
-            ckpt = self.store.load()
             self._loaded = True
-            if ckpt is not None:
-                self.learner, self.offsets, self.restored = ckpt.state, dict(ckpt.offsets), True
-                log.info(
-                    "restored checkpoint: %d events consumed, offsets %s",
-                    self.learner.counts.consumed,
-                    self.offsets,
+            legacy = self.settings.consumer.state_dir / "checkpoint.pkl"
+            if legacy.exists():
+                raise CheckpointError(
+                    f"{legacy} is a checkpoint of an older version (one file per consumer; "
+                    f"checkpoints are now kept per partition under {self.store.root}); move it "
+                    "away to start fresh"
                 )
-                # The progress line and the metrics count this process's work, not the
-                # checkpoint's.
-                every = self.progress_log.every_seconds
-                self.progress_log = ProgressLog(self.learner.counts, every)
-                if self.metrics is not None:
-                    self.metrics.track(lambda: self.learner)
+            for p in self.store.partitions():
+                stamp = self._stamp(p)
+                ckpt = self.store.load(p)
+                if ckpt is None:
+                    continue
+                offset = ckpt.offsets[(self.settings.topics.events, p)]
+                self._preloaded[p] = (ckpt.state, offset, stamp)
+                log.info(
+                    "restored checkpoint of partition %d: %d events consumed, next offset %d",
+                    p,
+                    ckpt.state.counts.consumed,
+                    offset,
+                )
+            self.restored = bool(self._preloaded)
+            if len(self._preloaded) == 1:
+                # One partition: its learner is the consumer's from now (reports, metrics).
+                ((p, (learner, offset, _)),) = self._preloaded.items()
+                self._fresh, self._fresh_unused = learner, False
+                self.offsets[(self.settings.topics.events, p)] = offset
+                self._rebind()
         return self.restored
+
+    def _stamp(self, partition: int) -> tuple[int, int]:
+        st = self.store.checkpoints(partition).path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def _rebind(self) -> None:
+        """The progress line and the metrics count this process's work, not the
+        checkpoints': rebind them when the learners change."""
+        every = self.progress_log.every_seconds
+        self.progress_log = ProgressLog(self.learner.counts, every)
+        if self.metrics is not None:
+            self.metrics.track(lambda: self.learner)
+        if self._control is not None:
+            self._control.learner = self.learner
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, stop_at_end: bool = False) -> RunResult:
@@ -169,12 +249,12 @@ class FeedbackConsumer:
         self._consumer, self._dead_letters = consumer, letters
         if self.settings.serving.publish_state:
             self.state_stream = ModelStateStream(self.settings, self.bootstrap_servers)
-        self._archive: ArchiveBuffer | None = None
         if self.settings.archive.enabled:
             archive = EventArchive(archive_directory(self.settings))
-            self._archive = ArchiveBuffer(archive, topics.events, self.learner.counts.as_dict)
-            self._archive.restore(self.offsets)
-        self._checkpoint = Checkpoint(cfg, consumer, letters, self.faults, self._archive)
+            self._archive = ArchiveBuffer(archive, topics.events, self._partition_counts)
+        self._checkpoint = Checkpoint(
+            cfg, self.store, consumer, letters, self.faults, self._archive
+        )
         consumer.subscribe(
             [topics.events],
             on_assign=self._on_assign,
@@ -182,17 +262,22 @@ class FeedbackConsumer:
             on_lost=self._on_lost,
         )
         control: ModelControl | None = None
+        final_offsets: Offsets = {}
         self._checkpoint_on_revoke = True
         try:
-            purge = self._archive.purge_user if self._archive is not None else None
             control = ModelControl(
-                self.settings, self.bootstrap_servers, self.learner, on_forget=purge
+                self.settings, self.bootstrap_servers, self.learner, on_forget=self._forgotten
             )
+            self._control = control
             messages, first_at = self._consume(consumer, control, stop_at_end)
             self._commit()
+            self._final = (self.learner, self.learners)
+            final_offsets = dict(self.offsets)
         except BaseException:
             # As if the process died here: what is in flight is dropped, nothing is saved.
             self._checkpoint_on_revoke, self._failed = False, True
+            self._final = (self.learner, self.learners)
+            final_offsets = dict(self.offsets)
             letters.abandon()
             raise
         finally:
@@ -205,11 +290,29 @@ class FeedbackConsumer:
                 # Leaving the group at once lets a restarted consumer be assigned without
                 # waiting for this member's session to time out.
                 consumer.close()
+                # Readable after the run, like `learner`: what the last partitions covered.
+                self.offsets.update(final_offsets)
         letters.close()
         if self.state_stream is not None:
             self.state_stream.close()
         seconds = time.perf_counter() - first_at if first_at else 0.0
-        return RunResult(self.learner, messages, seconds, self.restored)
+        return RunResult(self.learner, messages, seconds, self.restored, self.learners)
+
+    def _partition_counts(self, partition: int) -> dict[str, Any]:
+        """A partition's counts (stored with its archive files)."""
+        task = self.tasks.get(partition)
+        return task.learner.counts.as_dict() if task is not None else {}
+
+    def _forgotten(self, user_id: str) -> None:
+        """A user was forgotten (by the control's learner): forget them in the other
+        partitions' learners too (a user's events are in one partition, but a forget must not
+        depend on which), and purge the archive."""
+        lead = self.learner
+        for task in self.tasks.values():
+            if task.learner is not lead:
+                task.learner.forget(user_id)
+        if self._archive is not None:
+            self._archive.purge_user(user_id)
 
     def _consume(
         self, consumer: Consumer, control: ModelControl, stop_at_end: bool
@@ -258,15 +361,21 @@ class FeedbackConsumer:
             self.metrics.observe_broker(self.health.up, self.health.errors)
 
     def _apply(self, batch: list[Message], before: int) -> int:
-        """Apply the batch's messages (``before`` applied earlier in this run); return how many."""
-        process, letters, faults = self.learner.process, self._dead_letters, self.faults
+        """Apply the batch's messages (``before`` applied earlier in this run), each to its
+        partition's learner; return how many."""
+        letters, faults, tasks = self._dead_letters, self.faults, self.tasks
         is_data, at_end = clients.is_data, self._at_end
         keep = self._archive.keep if self._archive is not None else None
-        counts = self.learner.counts
-        n = 0
+        n, partition = 0, -1
+        learner = self.learner
+        process, counts = learner.process, learner.counts
         for msg in batch:
             if not is_data(msg, at_end):
                 continue
+            if msg.partition() != partition:  # batches come in runs of one partition
+                partition = msg.partition() or 0
+                learner = tasks[partition].learner
+                process, counts = learner.process, learner.counts
             n += 1
             applied = counts.applied
             rejection = process(msg.value())
@@ -333,9 +442,23 @@ class FeedbackConsumer:
 
     # -- checkpoints and rebalances ----------------------------------------------------------
     def _commit(self) -> None:
-        """Commit the checkpoint (dead letters, state + offsets, group offsets)."""
+        """Commit the checkpoint (dead letters, each partition's state + offset, group offsets)."""
         started = time.perf_counter()
-        self._checkpoint.commit(self.learner, self.offsets)
+        topic = self.settings.topics.events
+        saves = [
+            PartitionSave(p, task.learner, self.offsets[(topic, p)], task.epoch)
+            for p, task in sorted(self.tasks.items())
+            if (topic, p) in self.offsets  # a partition not read yet has nothing to save
+        ]
+        fenced = self._checkpoint.commit(saves)
+        if fenced:
+            # Another consumer owns them now (this one was out of the group without knowing
+            # it): what was applied here since the last checkpoint is applied there again.
+            log.error(
+                "partitions %s were claimed by another consumer: their state is dropped here",
+                fenced,
+            )
+            self._drop(fenced)
         if self.state_stream is not None:
             # Every checkpoint (and so every swap, which is checkpointed at once) publishes a
             # full snapshot: a new reader needs only the records since the last one.
@@ -344,11 +467,45 @@ class FeedbackConsumer:
             self.metrics.checkpoints.inc()
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
 
+    def _task(self, partition: int) -> tuple[PartitionTask, int | None]:
+        """Claim ``partition`` and restore its learner: the task and the offset to read from
+        (None: no checkpoint, from the beginning)."""
+        epoch = self.store.claim(partition)
+        preloaded = self._preloaded.pop(partition, None)
+        if preloaded is not None and preloaded[2] == self._stamp(partition):
+            learner, offset = preloaded[0], preloaded[1]
+        else:
+            ckpt = self.store.load(partition)
+            if ckpt is None:
+                return PartitionTask(partition, FeedbackLearner(self.settings), epoch, False), None
+            learner = ckpt.state
+            offset = ckpt.offsets[(self.settings.topics.events, partition)]
+            log.info(
+                "restored checkpoint of partition %d: %d events consumed, next offset %d",
+                partition, learner.counts.consumed, offset,
+            )  # fmt: skip
+            self.restored = True
+        return PartitionTask(partition, learner, epoch, True), offset
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        topic = self.settings.topics.events
         for tp in partitions:
+            if tp.partition not in self.tasks:
+                task, offset = self._task(tp.partition)
+                if self._fresh_unused and not task.restored:
+                    # The first fresh partition gets the learner the consumer was built with
+                    # (the one `learner` and the metrics showed before any assignment).
+                    task.learner, self._fresh_unused = self._fresh, False
+                self.tasks[tp.partition] = task
+                if offset is not None:
+                    self.offsets[(topic, tp.partition)] = offset
+                    if self._archive is not None:
+                        self._archive.restore({(topic, tp.partition): offset})
             saved = self.offsets.get((tp.topic, tp.partition))
             tp.offset = saved if saved is not None else OFFSET_BEGINNING
             self._assigned.add(tp.partition)
+        self._preloaded.clear()  # checkpoints of partitions another consumer was given
+        self._rebind()
         log.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
         consumer.assign(partitions)
 
@@ -356,11 +513,21 @@ class FeedbackConsumer:
         log.info("revoked %s", [tp.partition for tp in partitions])
         if self._assigned and self._checkpoint_on_revoke:
             self._commit()
-        for tp in partitions:
-            self._assigned.discard(tp.partition)
-            self._at_end.discard(tp.partition)
+        self._drop([tp.partition for tp in partitions])
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another consumer may own them already: nothing is saved, their state leaves.
         log.warning("partitions lost: %s", [tp.partition for tp in partitions])
-        for tp in partitions:
-            self._assigned.discard(tp.partition)
+        self._drop([tp.partition for tp in partitions])
+
+    def _drop(self, partitions: list[int]) -> None:
+        """The partitions' state leaves this consumer (revoked, lost or fenced off)."""
+        topic = self.settings.topics.events
+        for p in partitions:
+            self._assigned.discard(p)
+            self._at_end.discard(p)
+            self.tasks.pop(p, None)
+            self.offsets.pop((topic, p), None)
+        if self._archive is not None:
+            self._archive.drop_partitions(partitions)
+        self._rebind()

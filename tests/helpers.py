@@ -19,6 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import ConsumerConfig, Settings, Topics, settings_env
 from stream.kafka import clients
+from stream.kafka.checkpoint import CheckpointStore
+from stream.kafka.partitions import PartitionStore
 from stream.kafka.publisher import EventPublisher
 
 
@@ -30,6 +32,12 @@ def isolated_settings(bootstrap: str, state_dir: Path, **consumer: object) -> Se
         topics=Topics.prefixed(tag),
         consumer=ConsumerConfig(group_id=f"g-{tag}", state_dir=state_dir, **consumer),  # type: ignore[arg-type]
     )
+
+
+def partition_checkpoint(settings: Settings, partition: int = 0) -> CheckpointStore:
+    """The checkpoint file of one partition of the settings' events topic."""
+    store = PartitionStore(settings.consumer.state_dir, settings.topics.events)
+    return store.checkpoints(partition)
 
 
 def derived(settings: Settings, topics: dict[str, Any] | None = None, **consumer: Any) -> Settings:

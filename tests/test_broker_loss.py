@@ -20,9 +20,15 @@ from consumers.loop import FeedbackConsumer
 from stream.config import Settings
 from stream.kafka import clients
 from stream.kafka.broker import EmbeddedBroker, ensure_topics
-from stream.kafka.checkpoint import CheckpointStore
 from stream.observability.metrics import PipelineMetrics
-from tests.helpers import child_env, derived, isolated_settings, publish_stream, wait_until
+from tests.helpers import (
+    child_env,
+    derived,
+    isolated_settings,
+    partition_checkpoint,
+    publish_stream,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +70,7 @@ def test_a_log_that_went_backwards_stops_the_consumer_and_keeps_the_checkpoint(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     settings = consumed_with_checkpoint(broker, tmp_path)
-    store = CheckpointStore(settings.consumer.state_dir)
+    store = partition_checkpoint(settings)
     saved = store.path.read_bytes()
     restart(broker, settings)
     publish_stream(settings, 1000, seed=2)  # fewer events than the consumer had seen
@@ -83,7 +89,7 @@ def test_restart_from_beginning_applies_the_whole_new_log(
     settings = consumed_with_checkpoint(
         broker, tmp_path, on_log_truncation="restart-from-beginning"
     )
-    before = CheckpointStore(settings.consumer.state_dir).load()
+    before = partition_checkpoint(settings).load()
     assert before is not None
     restart(broker, settings)
     second = publish_stream(settings, 1000, seed=2)
@@ -95,7 +101,7 @@ def test_restart_from_beginning_applies_the_whole_new_log(
     c = learner.counts
     assert c.consumed == before.state.counts.consumed + second["sent"]
     assert c.reconciles()
-    after = CheckpointStore(settings.consumer.state_dir).load()
+    after = partition_checkpoint(settings).load()
     assert after is not None
     assert after.offsets == {(settings.topics.events, 0): second["end_offsets"][0]}
 
@@ -130,7 +136,7 @@ def test_a_lost_broker_stops_the_consumer_without_a_checkpoint_ahead(
     assert "no Kafka broker reachable" in str(errors[0])
     assert metrics.registry.get_sample_value("feedback_loop_broker_up") == 0
     assert (metrics.registry.get_sample_value("feedback_loop_broker_errors_total") or 0) > 0
-    saved = CheckpointStore(settings.consumer.state_dir).load()
+    saved = partition_checkpoint(settings).load()
     if saved is not None:  # never ahead of its offsets
         assert saved.state.counts.consumed == sum(saved.offsets.values())
 
@@ -138,7 +144,10 @@ def test_a_lost_broker_stops_the_consumer_without_a_checkpoint_ahead(
 def test_the_broker_command_exits_when_its_broker_dies(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.app", "broker", "--port", "0"],
-        env=child_env(Settings()), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env=child_env(Settings()),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
         cwd=ROOT,
     )
     try:

@@ -17,8 +17,18 @@ from stream.events import encode_event
 from tests.helpers import wait_until
 
 REPORT_KEYS = {
-    "consumed", "applied", "dead_lettered", "filtered", "duplicates", "rmse", "mae", "logloss",
-    "auc", "recall_at_10", "events_per_second", "config",
+    "consumed",
+    "applied",
+    "dead_lettered",
+    "filtered",
+    "duplicates",
+    "rmse",
+    "mae",
+    "logloss",
+    "auc",
+    "recall_at_10",
+    "events_per_second",
+    "config",
 }
 
 
@@ -26,7 +36,10 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     return subprocess.run(
         [sys.executable, "-m", "cli.app", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -42,8 +55,17 @@ def load(path: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_demo_runs_the_loop_and_beats_naive_baselines(tmp_path: Path) -> None:
     report_path = tmp_path / "r.json"
-    proc = run_cli("demo", "--events", "30000", "--report", str(report_path),
-                   "--metrics-port", "0", "--seed", "3")
+    proc = run_cli(
+        "demo",
+        "--events",
+        "30000",
+        "--report",
+        str(report_path),
+        "--metrics-port",
+        "0",
+        "--seed",
+        "3",
+    )
     assert proc.returncode == 0, proc.stderr
     r = load(report_path)
     cfg = r["config"]
@@ -111,11 +133,26 @@ def test_ctrl_c_stops_the_demo_cleanly_and_still_writes_the_report(tmp_path: Pat
     report_path = tmp_path / "r.json"
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.app", "demo", "--events", "5000000", "--report",
-         str(report_path), "--metrics-port", "0", "--state-dir", str(tmp_path / "state")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli.app",
+            "demo",
+            "--events",
+            "5000000",
+            "--report",
+            str(report_path),
+            "--metrics-port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    checkpoint = tmp_path / "state" / "checkpoint.pkl"
+    checkpoint = tmp_path / "state" / "partitions" / "feedback.events-0" / "checkpoint.pkl"
     # Ready: the consumer is running and has checkpointed events.
     wait_until(checkpoint.exists, "a checkpoint written", proc=proc)
     proc.send_signal(signal.SIGINT)

@@ -56,7 +56,8 @@ def test_unusable_control_messages_are_rejected_and_the_consumer_goes_on(
     assert sample(name, {"reason": "unloadable_version"}) == 1
     assert sample(name, {"reason": "malformed"}) == 2
     letters = [
-        m for m in read_topic(s, s.topics.dead_letters)
+        m
+        for m in read_topic(s, s.topics.dead_letters)
         if dict(m.headers() or []).get("source.topic") == s.topics.control.encode()
     ]
     assert len(letters) == 3

@@ -20,7 +20,6 @@ from stream.config import Settings
 from stream.kafka.broker import ensure_topics
 from stream.kafka.checkpoint import (
     CheckpointError,
-    CheckpointStore,
     CommitStep,
     Crash,
     CrashAt,
@@ -32,6 +31,7 @@ from tests.helpers import (
     consume_command,
     derived,
     isolated_settings,
+    partition_checkpoint,
     publish_stream,
     read_topic,
     wait_until,
@@ -53,8 +53,10 @@ def stream(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Stream:
     """One published stream and its uninterrupted reference run, shared by the crash tests."""
     # Small batches and frequent checkpoints: several commits per run to crash in.
     settings = isolated_settings(
-        bootstrap, tmp_path_factory.mktemp("reference"),
-        batch_size=1000, checkpoint_every_events=3000,
+        bootstrap,
+        tmp_path_factory.mktemp("reference"),
+        batch_size=1000,
+        checkpoint_every_events=3000,
     )
     ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
     sent = publish_stream(settings, 15_000, seed=11)
@@ -83,7 +85,7 @@ def crash_then_restart(
 
     Return the checkpoint the crash left behind.
     """
-    store = CheckpointStore(settings.consumer.state_dir)
+    store = partition_checkpoint(settings)
     first = FeedbackConsumer(settings, settings.bootstrap_servers or "", faults=crash)
     first.stop_at(stream.end_offsets)
     with pytest.raises(Crash):
@@ -136,9 +138,7 @@ def test_crash_at_each_commit_step(stream: Stream, tmp_path: Path, step: CommitS
     assert left is not None
 
 
-def test_crash_before_the_first_save_leaves_no_checkpoint(
-    stream: Stream, tmp_path: Path
-) -> None:
+def test_crash_before_the_first_save_leaves_no_checkpoint(stream: Stream, tmp_path: Path) -> None:
     left = crash_then_restart(
         stream, own_run(stream, tmp_path), CrashAt(step=CommitStep.AFTER_FLUSH, commit=1)
     )
@@ -160,7 +160,7 @@ def test_sigkill_mid_stream_then_restart_gives_identical_models(
 ) -> None:
     sent = publish_stream(settings, 60_000, seed=11)
     killed = derived(settings, state_dir=tmp_path / "killed")
-    store = CheckpointStore(killed.consumer.state_dir)
+    store = partition_checkpoint(killed)
 
     proc = consume_cli(killed)
     # Ready to kill: a first checkpoint is on disk (written atomically, so whole).
@@ -178,8 +178,9 @@ def test_sigkill_mid_stream_then_restart_gives_identical_models(
     assert after_restart is not None
 
     ref = FeedbackConsumer(
-        derived(settings, group_id=settings.consumer.group_id + "-ref",
-                state_dir=tmp_path / "reference"),
+        derived(
+            settings, group_id=settings.consumer.group_id + "-ref", state_dir=tmp_path / "reference"
+        ),
         settings.bootstrap_servers or "",
     )
     ref.stop_at(sent["end_offsets"])
@@ -199,7 +200,7 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits(
 ) -> None:
     sent = publish_stream(settings, 60_000, seed=13)
     graceful = derived(settings, state_dir=tmp_path / "graceful")
-    store = CheckpointStore(graceful.consumer.state_dir)
+    store = partition_checkpoint(graceful)
     proc = consume_cli(graceful)
     wait_until(store.path.exists, "a checkpoint written", proc=proc)
     proc.send_signal(signal.SIGTERM)
@@ -218,8 +219,10 @@ def test_the_constructor_does_no_io(tmp_path: Path) -> None:
     """Nothing is read before run() or restore(): not even an unreadable checkpoint."""
     state = tmp_path / "state"
     state.mkdir()
-    (state / "checkpoint.pkl").write_bytes(b"not a pickle")
     settings = isolated_settings("127.0.0.1:1", state)  # no broker there either
+    path = partition_checkpoint(settings).path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a pickle")
     consumer = FeedbackConsumer(settings, "127.0.0.1:1", faults=CrashAt(messages=1))
     assert not consumer.restored and consumer.learner.counts.consumed == 0
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
@@ -234,7 +237,7 @@ def test_an_error_of_the_learner_mid_batch_writes_nothing_ahead(
     stay at what the offsets cover instead of growing 1,911 -> 3,822 -> 5,733), and the run
     after the fix ends in the state of an uninterrupted run."""
     settings = own_run(stream, tmp_path)
-    store = CheckpointStore(settings.consumer.state_dir)
+    store = partition_checkpoint(settings)
     for _attempt in range(3):
         consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "")
         consumer.restore()

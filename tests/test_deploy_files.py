@@ -145,7 +145,13 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 def test_compose_has_the_services(services: dict[str, Any]) -> None:
     expected = {
-        "kafka", "kafka-init", "consumer", "retrainer", "simulator", "serve", "prometheus",
+        "kafka",
+        "kafka-init",
+        "consumer",
+        "retrainer",
+        "simulator",
+        "serve",
+        "prometheus",
         "grafana",
     }
     assert expected <= set(services)
@@ -209,9 +215,7 @@ def test_dockerfile_exposes_the_ports() -> None:
     assert {str(CONSUMER_PORT), str(SERVE_PORT)} <= set(exposed.group(1).split())
 
 
-def test_retrainer_shares_the_registry(
-    compose: dict[str, Any], services: dict[str, Any]
-) -> None:
+def test_retrainer_shares_the_registry(compose: dict[str, Any], services: dict[str, Any]) -> None:
     consumer, retrainer = services["consumer"], services["retrainer"]
     assert retrainer["command"] == ["retrainer", "--metrics-port", str(RETRAINER_PORT)]
     assert retrainer["build"]["context"] == consumer["build"]["context"] == "."
@@ -338,10 +342,17 @@ def test_dashboard_shape() -> None:
         for metric in ("statistic", "threshold"):
             assert f"feedback_loop_drift_{metric}{{{kind}}}" in exprs, (metric, kind)
     for metric in (
-        "drift_state", "drift_alarms_total", "drift_signals_total", "model_version",
-        "retrain_requests_total", "model_swaps_total", "retrains_total",
-        "retrain_duration_seconds_bucket", "retrain_trials_total",
-        "retrain_best_quality_ratio", "retrain_in_progress",
+        "drift_state",
+        "drift_alarms_total",
+        "drift_signals_total",
+        "model_version",
+        "retrain_requests_total",
+        "model_swaps_total",
+        "retrains_total",
+        "retrain_duration_seconds_bucket",
+        "retrain_trials_total",
+        "retrain_best_quality_ratio",
+        "retrain_in_progress",
     ):
         assert f"feedback_loop_{metric}" in exprs, metric
     assert f'up{{job="{RETRAINER_JOB}"}}' in exprs
@@ -380,8 +391,12 @@ def test_dashboard_metric_names_exist() -> None:
 def test_alert_metric_names_exist(alerts: dict[str, Any]) -> None:
     rules = alert_rules(alerts)
     assert {r["alert"] for r in rules} >= {
-        "ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh",
-        "DriftDetected", "RetrainFailed", "RetrainerDown",
+        "ConsumerDown",
+        "ConsumerLagHigh",
+        "DeadLetterRateHigh",
+        "DriftDetected",
+        "RetrainFailed",
+        "RetrainerDown",
     }
     used = check_names([r["expr"] for r in rules], "alerts.yml")
     assert {

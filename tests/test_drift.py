@@ -142,13 +142,16 @@ def test_reset_clears_state_and_replays_identically(method: str) -> None:
 def test_pickle_round_trip_continues_identically(method: str) -> None:
     losses = loglosses(2 * CHANGE, [(CHANGE, SHIFT_048)], seed=23)
     det = LossDriftDetector("ll", method, block_size=200, seed=7)  # type: ignore[arg-type]
-    run(det, losses[:CHANGE + 1234])
+    run(det, losses[: CHANGE + 1234])
     copy = pickle.loads(pickle.dumps(det))
-    rest = losses[CHANGE + 1234:]
+    rest = losses[CHANGE + 1234 :]
     a, b = run(det, rest, CHANGE + 1234), run(copy, rest, CHANGE + 1234)
     assert a == b and a
-    assert (det.statistic, det.n_blocks, det.in_drift) == (copy.statistic, copy.n_blocks,
-                                                          copy.in_drift)
+    assert (det.statistic, det.n_blocks, det.in_drift) == (
+        copy.statistic,
+        copy.n_blocks,
+        copy.in_drift,
+    )
 
 
 def test_same_seed_same_alarms() -> None:
@@ -187,7 +190,11 @@ P1 = [0.3, 0.25, 0.15, 0.1, 0.1, 0.1]
 @pytest.mark.parametrize("method", ["psi", "js"])
 def test_distribution_detector_statistic_matches_numpy(method: str) -> None:
     det = DistributionDriftDetector(
-        "mix", 6, method=method, window=1000, threshold=100.0  # type: ignore[arg-type]
+        "mix",
+        6,
+        method=method,
+        window=1000,
+        threshold=100.0,  # type: ignore[arg-type]
     )  # never alarms, so the reference stays the first window
     cats = categorical(1000, P0, 1) + categorical(1000, P1, 2) + [5] * 1000  # all in one bin
     for i, c in enumerate(cats[:2000]):
@@ -216,8 +223,9 @@ def test_psi_and_js_functions() -> None:
 @pytest.mark.parametrize("method", ["psi", "js"])
 def test_distribution_detector_alarms_on_a_shift_not_when_stationary(method: str) -> None:
     stationary = DistributionDriftDetector("mix", 6, method=method)  # type: ignore[arg-type]
-    assert [s for i, c in enumerate(categorical(500_000, P0, 3))
-            if (s := stationary.update(c, i))] == []
+    assert [
+        s for i, c in enumerate(categorical(500_000, P0, 3)) if (s := stationary.update(c, i))
+    ] == []
     assert stationary.n_windows == 100 and not stationary.in_drift
     shifted = DistributionDriftDetector("mix", 6, method=method)  # type: ignore[arg-type]
     cats = categorical(50_000, P0, 4) + categorical(50_000, P1, 5)
@@ -260,7 +268,18 @@ def test_distribution_detector_rejects_out_of_range_categories() -> None:
 
 def test_dwell_buckets_and_category_codes() -> None:
     assert [dwell_bucket(s) for s in (0, 0.5, 1, 2, 3.9, 4, 59.9, 60, 1023, 1024, 1800)] == [
-        0, 0, 1, 2, 2, 3, 6, 6, 10, 11, 11]
+        0,
+        0,
+        1,
+        2,
+        2,
+        3,
+        6,
+        6,
+        10,
+        11,
+        11,
+    ]
     assert dwell_bucket(1e9) == DWELL_BUCKETS - 1
     codes = CategoryCodes(3)
     assert [codes.code(x) for x in "abcdab"] == [0, 1, 2, 2, 0, 1]
@@ -273,15 +292,28 @@ def test_dwell_buckets_and_category_codes() -> None:
 def test_default_monitor_has_the_named_detectors() -> None:
     m = DriftMonitor.default()
     assert list(m.detectors) == [
-        "engagement_logloss_adwin", "engagement_logloss_page_hinkley",
-        "engagement_logloss_kswin", "engagement_logloss_cusum", "rating_se_adwin",
-        "rating_se_page_hinkley", "event_type_mix_js", "click_genre_mix_psi", "dwell_psi",
+        "engagement_logloss_adwin",
+        "engagement_logloss_page_hinkley",
+        "engagement_logloss_kswin",
+        "engagement_logloss_cusum",
+        "rating_se_adwin",
+        "rating_se_page_hinkley",
+        "event_type_mix_js",
+        "click_genre_mix_psi",
+        "dwell_psi",
         "new_user_share_psi",
     ]
     rows = m.snapshot()
     assert [r["kind"] for r in rows] == ["concept"] * 6 + ["data"] * 4
-    assert set(rows[0]) == {"name", "kind", "method", "statistic", "threshold", "in_drift",
-                            "n_alarms"}
+    assert set(rows[0]) == {
+        "name",
+        "kind",
+        "method",
+        "statistic",
+        "threshold",
+        "in_drift",
+        "n_alarms",
+    }
     assert all(isinstance(r["statistic"], float) and not r["in_drift"] for r in rows)
 
 
@@ -299,13 +331,22 @@ def test_monitor_routes_observations() -> None:
     for i in range(60):
         m.observe_new_user(False, i)
     blocks = {n: det.n_blocks for n, det in d.items() if isinstance(det, LossDriftDetector)}
-    assert blocks == {"engagement_logloss_adwin": 10, "engagement_logloss_page_hinkley": 10,
-                      "engagement_logloss_kswin": 10, "rating_se_adwin": 5,
-                      "rating_se_page_hinkley": 5}
-    windows = {n: det.n_windows for n, det in d.items()
-               if isinstance(det, DistributionDriftDetector)}
-    assert windows == {"event_type_mix_js": 2, "click_genre_mix_psi": 2, "dwell_psi": 2,
-                       "new_user_share_psi": 3}
+    assert blocks == {
+        "engagement_logloss_adwin": 10,
+        "engagement_logloss_page_hinkley": 10,
+        "engagement_logloss_kswin": 10,
+        "rating_se_adwin": 5,
+        "rating_se_page_hinkley": 5,
+    }
+    windows = {
+        n: det.n_windows for n, det in d.items() if isinstance(det, DistributionDriftDetector)
+    }
+    assert windows == {
+        "event_type_mix_js": 2,
+        "click_genre_mix_psi": 2,
+        "dwell_psi": 2,
+        "new_user_share_psi": 3,
+    }
     dwell = d["dwell_psi"]
     assert isinstance(dwell, DistributionDriftDetector) and dwell.reference is not None
     assert dwell.reference[dwell_bucket(60.0)] == 20
@@ -319,9 +360,13 @@ def test_monitor_collects_drains_and_resets() -> None:
         m.observe_new_user(i >= 150_000, i)
     signals = m.drain()
     names = {s.detector for s in signals}
-    assert {"engagement_logloss_adwin", "engagement_logloss_page_hinkley",
-            "engagement_logloss_kswin", "engagement_logloss_cusum",
-            "new_user_share_psi"} == names
+    assert {
+        "engagement_logloss_adwin",
+        "engagement_logloss_page_hinkley",
+        "engagement_logloss_kswin",
+        "engagement_logloss_cusum",
+        "new_user_share_psi",
+    } == names
     assert [s.event_index for s in signals] == sorted(s.event_index for s in signals)
     assert m.drain() == []
     states = {r["name"]: r["in_drift"] for r in m.snapshot()}

@@ -89,8 +89,13 @@ def test_cusum_pickle_and_reset_replay_identically() -> None:
 
 
 def test_cusum_validates_its_arguments() -> None:
-    for kwargs in ({"block_size": 0}, {"warmup": 2}, {"threshold": 0.0},
-                   {"allowance": 2.0, "clip": 1.5}, {"adapt": 1.0}):
+    for kwargs in (
+        {"block_size": 0},
+        {"warmup": 2},
+        {"threshold": 0.0},
+        {"allowance": 2.0, "clip": 1.5},
+        {"adapt": 1.0},
+    ):
         with pytest.raises(ValueError):
             CusumDriftDetector("x", **kwargs)  # type: ignore[arg-type]
 
@@ -145,8 +150,10 @@ def first_decision(cfg: SimulatorConfig, n: int) -> tuple[int | None, int, list[
 
 
 def alarms(learner: FeedbackLearner) -> list[Signal]:
-    return [Signal(a.detector, a.kind, a.event_index, a.statistic, a.threshold)
-            for a in learner.lifecycle.alarms]
+    return [
+        Signal(a.detector, a.kind, a.event_index, a.statistic, a.threshold)
+        for a in learner.lifecycle.alarms
+    ]
 
 
 @pytest.mark.slow
@@ -160,8 +167,11 @@ def test_an_abrupt_taste_shift_gets_a_retrain_decision_within_10k_events() -> No
     # time: the same alarms without the CUSUM's, through the old rule (one data alarm
     # decides alone).
     old = RetrainPolicy(DriftConfig(data_confirmations=1, deciding_detectors=()))
-    old_decisions = [d for s in signals if s.detector != "engagement_logloss_cusum"
-                     and (d := old.consider(s)) is not None]
+    old_decisions = [
+        d
+        for s in signals
+        if s.detector != "engagement_logloss_cusum" and (d := old.consider(s)) is not None
+    ]
     assert not [d for d in old_decisions if d.event_index <= shift + WITHIN], old_decisions
 
 

@@ -15,9 +15,8 @@ from consumers.loop import FeedbackConsumer
 from consumers.plot import windowed
 from producers.simulator import Simulator, SimulatorConfig
 from stream.config import RetrainConfig, Settings
-from stream.kafka.checkpoint import CheckpointStore
 from stream.kafka.publisher import EventPublisher
-from tests.helpers import child_env
+from tests.helpers import child_env, partition_checkpoint
 
 # End to end with a real retrainer process: minutes, so left out of the fast lane.
 pytestmark = [pytest.mark.integration, pytest.mark.scenario, pytest.mark.slow]
@@ -31,8 +30,11 @@ def scenario_settings(settings: Settings, tmp_path: Path) -> Settings:
     return settings.model_copy(
         update={
             "retrain": RetrainConfig(
-                registry_dir=tmp_path / "registry", trials=6, holdout_events=8000,
-                validation_events=8000, group_id=settings.consumer.group_id + "-retrainer",
+                registry_dir=tmp_path / "registry",
+                trials=6,
+                holdout_events=8000,
+                validation_events=8000,
+                group_id=settings.consumer.group_id + "-retrainer",
             )
         }
     )
@@ -45,7 +47,9 @@ def retrainer(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     log = open(tmp_path / "retrainer.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.app", "retrainer", "--metrics-port", "0"],
-        env=child_env(s), stdout=log, stderr=subprocess.STDOUT,
+        env=child_env(s),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield s
@@ -77,7 +81,7 @@ def run_scenario(settings: Settings, **sim: Any) -> tuple[Any, dict[str, Any], i
         learner = consumer.run().learner
     c = learner.counts
     assert c.consumed == stats.sent and c.reconciles(), "an event was lost or applied twice"
-    ckpt = CheckpointStore(settings.consumer.state_dir).load()
+    ckpt = partition_checkpoint(settings).load()
     assert ckpt is not None and ckpt.offsets == {
         (settings.topics.events, p): o for p, o in stats.end_offsets.items()
     }
@@ -86,8 +90,11 @@ def run_scenario(settings: Settings, **sim: Any) -> tuple[Any, dict[str, Any], i
 
 def mean_logloss(learner: Any, start: int, end: int) -> float:
     w = windowed(learner.timeline)
-    vals = [v for i, v in zip(w["index"], w["logloss"], strict=True)
-            if start < i <= end and not math.isnan(v)]
+    vals = [
+        v
+        for i, v in zip(w["index"], w["logloss"], strict=True)
+        if start < i <= end and not math.isnan(v)
+    ]
     return sum(vals) / len(vals)
 
 

@@ -19,8 +19,9 @@ import pytest
 
 from consumers.loop import FeedbackConsumer
 from stream.config import Settings
-from stream.kafka.checkpoint import FILE_NAME, CheckpointStore
-from tests.helpers import consume_command, derived, publish_stream
+from stream.kafka.checkpoint import FILE_NAME
+from stream.kafka.partitions import LEASE_FILE
+from tests.helpers import consume_command, derived, partition_checkpoint, publish_stream
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +42,11 @@ def consume(
 
 
 def leftovers(state_dir: Path) -> list[str]:
-    """Files in the state dir other than the checkpoint and the archive's finished files."""
-    archive = state_dir / "archive"
-    names = [p.name for p in state_dir.iterdir() if p.name not in (FILE_NAME, "archive")]
-    if archive.is_dir():
-        names += [p.name for p in archive.iterdir() if not p.name.endswith(".parquet")]
-    return names
+    """Files in the state dir other than the checkpoints, their leases and the archive's
+    finished files."""
+    whole = (FILE_NAME, LEASE_FILE)
+    files = [p for p in state_dir.rglob("*") if p.is_file()]
+    return [p.name for p in files if p.name not in whole and not p.name.endswith(".parquet")]
 
 
 def test_a_disk_that_fills_up_stops_the_consumer_and_a_restart_loses_nothing(
@@ -54,15 +54,20 @@ def test_a_disk_that_fills_up_stops_the_consumer_and_a_restart_loses_nothing(
 ) -> None:
     sent = publish_stream(settings, 20_000, seed=5)
     full = derived(settings, state_dir=tmp_path / "full")
-    store = CheckpointStore(full.consumer.state_dir)
+    store = partition_checkpoint(full)
 
     # The size of the first checkpoint, to set the limit between it and the final one.
-    probe = derived(settings, state_dir=tmp_path / "probe", group_id="probe",
-                    checkpoint_every_events=2000, batch_size=500)
+    probe = derived(
+        settings,
+        state_dir=tmp_path / "probe",
+        group_id="probe",
+        checkpoint_every_events=2000,
+        batch_size=500,
+    )
     first = FeedbackConsumer(probe, settings.bootstrap_servers or "")
     first.stop_at({p: min(o, 2000) for p, o in sent["end_offsets"].items()})
     first.run()
-    small = CheckpointStore(probe.consumer.state_dir).path.stat().st_size
+    small = partition_checkpoint(probe).path.stat().st_size
 
     failed = consume(full, file_size_limit=small + small // 4)
     assert failed.returncode != 0, failed.stdout.decode()[-2000:]
@@ -71,11 +76,11 @@ def test_a_disk_that_fills_up_stops_the_consumer_and_a_restart_loses_nothing(
     left = store.load()
     assert left is not None, "not even the first checkpoint fitted"
     assert 0 < left.state.counts.consumed == sum(left.offsets.values()) < sent["sent"]
-    assert store.path.exists() and leftovers(store.directory) == []  # no partial file
+    assert store.path.exists() and leftovers(full.consumer.state_dir) == []  # no partial file
 
     again = consume(full, file_size_limit=small + small // 4)  # still full: fails the same way
     assert again.returncode != 0
-    assert store.path.exists() and leftovers(store.directory) == []
+    assert store.path.exists() and leftovers(full.consumer.state_dir) == []
 
     done = consume(full)  # space is back
     assert done.returncode == 0, (done.stdout + done.stderr).decode()[-3000:]

@@ -36,8 +36,16 @@ def test_an_unknown_property_fails_fast_naming_it() -> None:
     )
 
 
-@pytest.mark.parametrize("owned", ["enable.auto.commit", "group.id", "bootstrap.servers",
-                                   "enable.idempotence", "auto.offset.reset"])
+@pytest.mark.parametrize(
+    "owned",
+    [
+        "enable.auto.commit",
+        "group.id",
+        "bootstrap.servers",
+        "enable.idempotence",
+        "auto.offset.reset",
+    ],
+)
 def test_settings_the_project_owns_are_refused(owned: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(f"['{owned}']: the project sets")):
         KafkaConfig(extra={owned: "x"})
@@ -60,7 +68,10 @@ def test_settings_come_from_the_environment_secrets_included(
     assert "s3cret" not in repr(kafka)  # a secret is not logged with the settings
     cfg = clients.consumer_config("h:9093", "g", kafka=kafka)
     assert (cfg["security.protocol"], cfg["sasl.mechanism"], cfg["sasl.username"]) == (
-        "SASL_SSL", "SCRAM-SHA-512", "loop")
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "loop",
+    )
     assert cfg["sasl.password"] == "s3cret" and cfg["client.id"] == "fl"
     # A child process gets the same settings, the secret too.
     env = {
@@ -78,7 +89,11 @@ def test_the_cli_refuses_an_unknown_property(tmp_path: Path) -> None:
     }
     proc = subprocess.run(
         [sys.executable, "-m", "cli.app", "consume", "--state-dir", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 2, proc.stderr
     assert 'No such configuration property: "no.such"' in " ".join(proc.stderr.split())

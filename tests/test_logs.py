@@ -182,9 +182,22 @@ def test_consumer_progress_line(settings: Settings) -> None:
 def test_consume_json_logs(settings: Settings) -> None:
     end_offsets = publish(settings, 500)
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.app", "consume", "--until-end", "--json-logs",
-         "--metrics-port", "0", "--state-dir", str(settings.consumer.state_dir)],
-        env=child_env(settings), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cli.app",
+            "consume",
+            "--until-end",
+            "--json-logs",
+            "--metrics-port",
+            "0",
+            "--state-dir",
+            str(settings.consumer.state_dir),
+        ],
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lines = [orjson.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]

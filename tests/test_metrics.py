@@ -25,9 +25,7 @@ def test_metric_hygiene() -> None:
     from prometheus_client.metrics import MetricWrapperBase
 
     registries = (PipelineMetrics(), RetrainMetrics())
-    wrappers = [
-        v for m in registries for v in vars(m).values() if isinstance(v, MetricWrapperBase)
-    ]
+    wrappers = [v for m in registries for v in vars(m).values() if isinstance(v, MetricWrapperBase)]
     families = {f.name: f for m in registries for f in m.registry.collect()}
     assert len(families) >= 25
     for family in families.values():
@@ -50,10 +48,11 @@ def test_metric_hygiene() -> None:
 
 def fake_learner(applied: int = 0, swaps: int = 0) -> SimpleNamespace:
     """What the metrics read of a learner: counts, scores, drift monitor, lifecycle."""
-    rows = [{"name": "adwin", "statistic": 0.1, "threshold": 0.5, "in_drift": False,
-             "n_alarms": 0}]
+    rows = [{"name": "adwin", "statistic": 0.1, "threshold": 0.5, "in_drift": False, "n_alarms": 0}]
     life = SimpleNamespace(
-        version=0, retrains=[], swaps=[{}] * swaps,
+        version=0,
+        retrains=[],
+        swaps=[{}] * swaps,
         monitor=SimpleNamespace(snapshot=lambda: [dict(r) for r in rows]),
         policy=SimpleNamespace(outcomes=Counter()),
         control_rejected={},
@@ -92,8 +91,10 @@ def test_counters_count_this_process_across_restarts() -> None:
     life.policy.outcomes[("adwin", "decided")] += 1
     assert sample("feedback_loop_model_swaps_total") == 1
     assert sample("feedback_loop_model_version") == 3
-    assert sample("feedback_loop_drift_signals_total",
-                  {"detector": "adwin", "outcome": "decided"}) == 1
+    assert (
+        sample("feedback_loop_drift_signals_total", {"detector": "adwin", "outcome": "decided"})
+        == 1
+    )
     assert sample("feedback_loop_prequential_auc", {"model": "engagement"}) == 0.7
 
 

@@ -157,12 +157,20 @@ def test_nothing_changed_publishes_only_the_meta_and_a_profile_change_its_entity
     exporter.changes(learner)
     assert [type(r) for r in exporter.changes(learner)] == [ModelMeta]
 
-    learner.process(encode_event(UserProfileEvent(
-        event_id="p-new", user_id="u00001", ts=1.7e9, age=99, gender="X", occupation="poet"
-    )))
-    learner.process(encode_event(ItemProfileEvent(
-        event_id="p-new-item", item_id="brand-new", ts=1.7e9, genres=("Documentary",)
-    )))
+    learner.process(
+        encode_event(
+            UserProfileEvent(
+                event_id="p-new", user_id="u00001", ts=1.7e9, age=99, gender="X", occupation="poet"
+            )
+        )
+    )
+    learner.process(
+        encode_event(
+            ItemProfileEvent(
+                event_id="p-new-item", item_id="brand-new", ts=1.7e9, genres=("Documentary",)
+            )
+        )
+    )
     records = exporter.changes(learner)
     assert [type(r) for r in records] == [UserState, ItemState, ModelMeta]
     user, item = records[0], records[1]
@@ -232,12 +240,20 @@ def test_the_consumer_publishes_changes_and_snapshots_a_reader_can_rebuild(
     settings: Settings,
 ) -> None:
     s = derived(
-        settings, topics={"model_state": f"{uuid.uuid4().hex[:10]}.model-state"},
+        settings,
+        topics={"model_state": f"{uuid.uuid4().hex[:10]}.model-state"},
         # One checkpoint, at the end: the publications in between are the cadence's.
-        checkpoint_every_events=1_000_000, checkpoint_every_seconds=3600.0, batch_size=1000,
-    ).model_copy(update={"serving": ServingConfig(
-        publish_every_events=2500, publish_every_seconds=3600.0,
-    )})
+        checkpoint_every_events=1_000_000,
+        checkpoint_every_seconds=3600.0,
+        batch_size=1000,
+    ).model_copy(
+        update={
+            "serving": ServingConfig(
+                publish_every_events=2500,
+                publish_every_seconds=3600.0,
+            )
+        }
+    )
     ensure_topics(s.bootstrap_servers or "", s.topics, kafka=s.kafka)
     sent = publish_stream(s, 12_000, seed=11)
     first = FeedbackConsumer(s, s.bootstrap_servers or "")
@@ -264,7 +280,7 @@ def test_the_consumer_publishes_changes_and_snapshots_a_reader_can_rebuild(
     assert second.restore()
     second.stop_at(more["end_offsets"])
     second.run()
-    new = publications(read_state(s)[len(records):])
+    new = publications(read_state(s)[len(records) :])
     metas = [p[-1] for p in new]
     assert [m.sequence for m in metas] == list(range(1, len(new) + 1))  # type: ignore[union-attr]
     assert metas[0].snapshot and metas[-1].snapshot  # type: ignore[union-attr]

@@ -77,8 +77,11 @@ def test_swap_learns_every_event_since_the_version_history(
     first = publish(s, sim, 8000, profiles=True)
     consume(s, first)  # the live consumer has learned 8000 events online
     reference_settings = s.model_copy(
-        update={"consumer": s.consumer.model_copy(
-            update={"group_id": s.consumer.group_id + "-ref", "state_dir": tmp_path / "ref"})}
+        update={
+            "consumer": s.consumer.model_copy(
+                update={"group_id": s.consumer.group_id + "-ref", "state_dir": tmp_path / "ref"}
+            )
+        }
     )
     registry = ModelRegistry(s.retrain.registry_dir)
     limits = s.limits
@@ -88,7 +91,9 @@ def test_swap_learns_every_event_since_the_version_history(
     version = registry.publish(fresh, {"event_index": 0}).version
     registry.set_current(version)
     publish_control(
-        s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version),
+        s.bootstrap_servers or "",
+        s.topics.control,
+        ModelActivated(version=version),
         kafka=s.kafka,
     )
     ends = publish(s, sim, 4000, profiles=False)
@@ -112,7 +117,9 @@ def test_manual_trigger_becomes_a_request_with_the_live_losses(
     ends = publish(s, sim, 6000, profiles=True)
     consume(s, ends)
     publish_control(
-        s.bootstrap_servers or "", s.topics.control, RetrainTrigger(reason="test"),
+        s.bootstrap_servers or "",
+        s.topics.control,
+        RetrainTrigger(reason="test"),
         kafka=s.kafka,
     )
     ends = publish(s, sim, 2000, profiles=False)
@@ -138,16 +145,22 @@ def test_rollback_command_reactivates_the_previous_version(
         registry.set_current(v)
     env = child_env(s)
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.app", "rollback"], env=env, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-m", "cli.app", "rollback"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert registry.current() == 1
     messages = control_messages(s)  # the CLI returns once the broker has acknowledged
     assert [m.version for m in messages if isinstance(m, ModelActivated)] == [1]
     again = subprocess.run(
-        [sys.executable, "-m", "cli.app", "rollback"], env=env, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-m", "cli.app", "rollback"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert again.returncode == 2 and "roll back" in again.stderr
 
@@ -175,26 +188,40 @@ def test_versions_missing_from_the_registry_are_recorded_not_fatal(
     ModelRegistry(s.retrain.registry_dir).publish(ModelBundle.fresh(s.model), {})
     try:
         publish_control(
-            bootstrap, s.topics.control, ModelActivated(version=41),
+            bootstrap,
+            s.topics.control,
+            ModelActivated(version=41),
             kafka=s.kafka,
         )
         publish_control(
-            bootstrap, s.topics.control, ModelActivated(version=1),
+            bootstrap,
+            s.topics.control,
+            ModelActivated(version=1),
             kafka=s.kafka,
         )
         life.trigger("test")
         poll_until(lambda: len(control.skipped) == 2 and life.state.busy)
         assert [(k.message, k.version) for k in control.skipped] == [
-            ("model_activated", 41), ("model_activated", 1)
+            ("model_activated", 41),
+            ("model_activated", 1),
         ]
         assert "not found" in control.skipped[0].error
         assert "no event_index" in control.skipped[1].error
         request = life.state.outstanding
         assert request is not None
-        publish_control(bootstrap, s.topics.control, kafka=s.kafka, message=ModelPublished(
-            request_id=request.request_id, version=42, accepted=True,
-            offsets=request.offsets, event_index=request.event_index, outcome={},
-        ))
+        publish_control(
+            bootstrap,
+            s.topics.control,
+            kafka=s.kafka,
+            message=ModelPublished(
+                request_id=request.request_id,
+                version=42,
+                accepted=True,
+                offsets=request.offsets,
+                event_index=request.event_index,
+                outcome={},
+            ),
+        )
         poll_until(lambda: len(control.skipped) == 3)
     finally:
         control.close()

@@ -9,9 +9,14 @@ import pytest
 
 from consumers.loop import FeedbackConsumer
 from stream.config import Settings
-from stream.kafka.checkpoint import CheckpointStore
 from stream.observability.metrics import PipelineMetrics
-from tests.helpers import BAD_MESSAGES, derived, publish_stream, read_topic
+from tests.helpers import (
+    BAD_MESSAGES,
+    derived,
+    partition_checkpoint,
+    publish_stream,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +53,9 @@ def test_counts_reconcile_and_dead_letters_carry_reasons(settings: Settings) -> 
     assert any("unknown user 'nobody'" in r for r in reasons)
 
     # Offsets are committed only with the checkpoint that covers them.
-    ckpt = CheckpointStore(settings.consumer.state_dir).load()
+    ckpt = partition_checkpoint(settings).load()
     assert ckpt is not None
-    assert ckpt.offsets == {
-        (settings.topics.events, p): o for p, o in sent["end_offsets"].items()
-    }
+    assert ckpt.offsets == {(settings.topics.events, p): o for p, o in sent["end_offsets"].items()}
     assert ckpt.state.counts == c
 
 

@@ -70,8 +70,7 @@ POLL_SECONDS = 0.25
 # The broker tests' malformed messages, plus an unknown item.
 BAD_MESSAGES = [
     *PIPELINE_BAD_MESSAGES,
-    b'{"type": "click", "event_id": "x4", "user_id": "u00001", "item_id": "nothing",'
-    b' "ts": 1.7e9}',
+    b'{"type": "click", "event_id": "x4", "user_id": "u00001", "item_id": "nothing", "ts": 1.7e9}',
 ]
 RATE = re.compile(r"rate\((feedback_loop_[a-z0-9_]+)\[(\w+)\]\)")
 
@@ -109,9 +108,7 @@ class Traffic:
         self._threads = [
             threading.Thread(target=self._guard(self._publish), name="publisher", daemon=True),
             threading.Thread(target=self._guard(self.consumer.run), name="consumer", daemon=True),
-            threading.Thread(
-                target=self._guard(self.retrainer.run), name="retrainer", daemon=True
-            ),
+            threading.Thread(target=self._guard(self.retrainer.run), name="retrainer", daemon=True),
             threading.Thread(target=self._guard(self._loop), name="closed-loop", daemon=True),
         ]
 
@@ -369,23 +366,25 @@ def stack(
         checkpoint_every_seconds=1.0,  # checkpoint histogram and counter move every second
     )
     tag = base.consumer.group_id
-    settings = base.model_copy(update=dict(
-        # The consumer publishes model state (every second) to a topic of this module's own.
-        topics=base.topics.model_copy(update={"model_state": f"{tag}.model-state"}),
-        # Windows of 100 events: the data detectors alarm early and often. The first alarm
-        # after 10000 events (a few seconds of traffic) decides a retrain (one alarm of a data
-        # detector suffices); the cooldown keeps it the only one.
-        drift=DriftConfig(window=100, warmup_events=10_000, cooldown_events=10**9),
-        # A small retrain: a few thousand events of history, two trials.
-        retrain=RetrainConfig(
-            registry_dir=workdir / "registry",
-            holdout_events=1000,
-            validation_events=1000,
-            trials=2,
-            timeout_seconds=20.0,
-            group_id=f"r-{tag}",
-        ),
-    ))
+    settings = base.model_copy(
+        update=dict(
+            # The consumer publishes model state (every second) to a topic of this module's own.
+            topics=base.topics.model_copy(update={"model_state": f"{tag}.model-state"}),
+            # Windows of 100 events: the data detectors alarm early and often. The first alarm
+            # after 10000 events (a few seconds of traffic) decides a retrain (one alarm of a data
+            # detector suffices); the cooldown keeps it the only one.
+            drift=DriftConfig(window=100, warmup_events=10_000, cooldown_events=10**9),
+            # A small retrain: a few thousand events of history, two trials.
+            retrain=RetrainConfig(
+                registry_dir=workdir / "registry",
+                holdout_events=1000,
+                validation_events=1000,
+                trials=2,
+                timeout_seconds=20.0,
+                group_id=f"r-{tag}",
+            ),
+        )
+    )
     ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
     metrics = PipelineMetrics()
     metrics_port = metrics.serve("127.0.0.1", 0)
@@ -461,7 +460,10 @@ def range_values(prom: Prometheus, expr: str, seconds: float = 300) -> list[dict
     """The series of a range query over the last ``seconds``, as Grafana runs annotations."""
     end = time.time()
     answer = prom.get(
-        "/api/v1/query_range", query=expr, start=f"{end - seconds:.3f}", end=f"{end:.3f}",
+        "/api/v1/query_range",
+        query=expr,
+        start=f"{end - seconds:.3f}",
+        end=f"{end:.3f}",
         step="1",
     )
     assert answer["status"] == "success", (expr, answer)
@@ -630,8 +632,12 @@ def test_every_alert_rule_is_valid_and_loaded(scraped: Stack, yaml: ModuleType) 
     prom = scraped.prometheus
     rules = alert_exprs(yaml)
     assert {name for name, _ in rules} >= {
-        "ConsumerDown", "ConsumerLagHigh", "DeadLetterRateHigh",
-        "DriftDetected", "RetrainFailed", "RetrainerDown",
+        "ConsumerDown",
+        "ConsumerLagHigh",
+        "DeadLetterRateHigh",
+        "DriftDetected",
+        "RetrainFailed",
+        "RetrainerDown",
     }
     for name, expr in rules:
         answer = prom.query(expr)
@@ -643,8 +649,10 @@ def test_every_alert_rule_is_valid_and_loaded(scraped: Stack, yaml: ModuleType) 
 
     scraped.wait_for(
         "every rule evaluated",
-        lambda: set(loaded()) == {n for n, _ in rules}
-        and all(r["health"] == "ok" for r in loaded().values()),
+        lambda: (
+            set(loaded()) == {n for n, _ in rules}
+            and all(r["health"] == "ok" for r in loaded().values())
+        ),
         20,
     )
     for name, rule in loaded().items():

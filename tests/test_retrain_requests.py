@@ -96,9 +96,11 @@ def test_an_unanswered_request_expires_and_the_consumer_may_ask_again(
             control.between_batches({})
             time.sleep(0.05)
 
-    version = ModelRegistry(s.retrain.registry_dir).publish(
-        ModelBundle.fresh(s.model), {"event_index": 0}
-    ).version
+    version = (
+        ModelRegistry(s.retrain.registry_dir)
+        .publish(ModelBundle.fresh(s.model), {"event_index": 0})
+        .version
+    )
     try:
         publish_control(bootstrap, s.topics.control, RetrainTrigger(reason="ops"), kafka=s.kafka)
         poll_until(lambda: life.state.busy)

@@ -157,14 +157,16 @@ def loop(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 
     thread = threading.Thread(target=run, name="consumer", daemon=True)
     thread.start()
-    with ServerThread(create_app(settings, bootstrap)) as server, httpx.Client(
-        base_url=server.url, timeout=30
-    ) as http:
+    with (
+        ServerThread(create_app(settings, bootstrap)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         loop = Loop(settings, server, http, consumer, sim, sent)
         # The whole stream applied by the consumer and its state applied by the server.
         wait_until(
             lambda: loop.state.meta is not None and loop.state.meta.consumed >= sent,
-            "the server caught up with the consumer", timeout=120,
+            "the server caught up with the consumer",
+            timeout=120,
         )
         wait_until(lambda: http.get("/readyz").status_code == 200, "ready", timeout=60)
         yield loop
@@ -295,8 +297,11 @@ def test_prediction_of_a_pair(loop: Loop) -> None:
 
 def rating(uid: str, iid: str, value: float, event_id: str | None = None) -> dict[str, Any]:
     e = RatingEvent(
-        event_id=event_id or f"http-{uuid.uuid4().hex}", user_id=uid, item_id=iid,
-        ts=time.time(), rating=value,
+        event_id=event_id or f"http-{uuid.uuid4().hex}",
+        user_id=uid,
+        item_id=iid,
+        ts=time.time(),
+        rating=value,
     )
     return dict(RatingEvent.model_validate_json(encode_event(e)).model_dump(mode="json"))
 
@@ -324,15 +329,22 @@ def test_bad_events_are_refused_and_nothing_is_published(loop: Loop) -> None:
     uid, iid = loop.sim.user_ids[0], loop.sim.item_ids[0]
     good = rating(uid, iid, 4, "bad-batch-good")
     r = loop.http.post(
-        "/events", content=b'{"type": "rating", "event_id"',
+        "/events",
+        content=b'{"type": "rating", "event_id"',
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 400 and r.json()["reason"].startswith("malformed JSON")
     cases = [
-        ({"type": "teleport", "event_id": "bad-1", "user_id": uid, "ts": 1.7e9}, "unknown_type",
-         "unknown event type 'teleport'"),
-        (rating(uid, iid, 4, "bad-2") | {"rating": 11}, "invalid_event",
-         "rating 11.0 is outside the scale"),
+        (
+            {"type": "teleport", "event_id": "bad-1", "user_id": uid, "ts": 1.7e9},
+            "unknown_type",
+            "unknown event type 'teleport'",
+        ),
+        (
+            rating(uid, iid, 4, "bad-2") | {"rating": 11},
+            "invalid_event",
+            "rating 11.0 is outside the scale",
+        ),
         (rating(uid, iid, 4, "bad-3") | {"colour": "red"}, "invalid_event", "colour"),
         ("just a string", "malformed_json", "JSON object"),
     ]
@@ -369,8 +381,12 @@ def test_metrics_and_docs(loop: Loop) -> None:
     assert f"feedback_loop_serve_items {float(loop.state.n_items)}" in text
     assert loop.http.get("/healthz").json() == {"status": "ok"}
     spec = loop.http.get("/openapi.json").json()
-    assert {"/recommendations/{user_id}", "/users/{user_id}/items/{item_id}", "/events",
-            "/readyz"} <= set(spec["paths"])
+    assert {
+        "/recommendations/{user_id}",
+        "/users/{user_id}/items/{item_id}",
+        "/events",
+        "/readyz",
+    } <= set(spec["paths"])
     schemas = set(spec["components"]["schemas"])
     assert {"RecommendationsOut", "PredictionOut", "RatingEvent"} <= schemas
     assert loop.http.get("/docs").status_code == 200
@@ -378,9 +394,10 @@ def test_metrics_and_docs(loop: Loop) -> None:
 
 def test_readyz_waits_for_model_state(bootstrap: str, tmp_path: Path) -> None:
     settings = serving_settings(bootstrap, tmp_path)
-    with ServerThread(create_app(settings, bootstrap)) as server, httpx.Client(
-        base_url=server.url, timeout=10
-    ) as http:
+    with (
+        ServerThread(create_app(settings, bootstrap)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
         r = http.get("/readyz")
         assert r.status_code == 503 and not r.json()["ready"]
         assert settings.topics.model_state in r.json()["reason"]
@@ -390,8 +407,14 @@ def test_readyz_waits_for_model_state(bootstrap: str, tmp_path: Path) -> None:
         pub = ModelStatePublisher(bootstrap, settings.topics.model_state, kafka=settings.kafka)
         item = ItemState("i1", 0.0, (0.1, 0.2), 0.0, (0.3, 0.1), {"genres": ["Drama"]}, 3)
         meta = ModelMeta(
-            version=0, sequence=1, snapshot=True, published_at=time.time(), consumed=1,
-            global_mean=3.5, rating_min=1, rating_max=5,
+            version=0,
+            sequence=1,
+            snapshot=True,
+            published_at=time.time(),
+            consumed=1,
+            global_mean=3.5,
+            rating_min=1,
+            rating_max=5,
         )
         pub.publish([encode_record(item), encode_record(meta)])
         assert pub.flush() == 0
@@ -411,7 +434,9 @@ def test_a_swap_changes_the_served_model_version(loop: Loop) -> None:
     version = registry.publish(fresh, {"event_index": 0}).version
     registry.set_current(version)
     publish_control(
-        s.bootstrap_servers or "", s.topics.control, ModelActivated(version=version),
+        s.bootstrap_servers or "",
+        s.topics.control,
+        ModelActivated(version=version),
         kafka=s.kafka,
     )
 
@@ -440,7 +465,10 @@ def test_serve_command_runs_and_stops_on_sigterm(bootstrap: str, tmp_path: Path)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.app", "serve", "--port", str(port)],
-        env=child_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -465,7 +493,10 @@ def test_serve_command_runs_and_stops_on_sigterm(bootstrap: str, tmp_path: Path)
 def test_serve_needs_a_cluster() -> None:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.app", "serve"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "cli.app", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert proc.returncode == 2

@@ -36,8 +36,14 @@ from tests.helpers import wait_until
 
 def meta(version: int = 0, sequence: int = 1, published_at: float = 0.0) -> ModelMeta:
     return ModelMeta(
-        version=version, sequence=sequence, snapshot=True, published_at=published_at,
-        consumed=0, global_mean=3.5, rating_min=1.0, rating_max=5.0,
+        version=version,
+        sequence=sequence,
+        snapshot=True,
+        published_at=published_at,
+        consumed=0,
+        global_mean=3.5,
+        rating_min=1.0,
+        rating_max=5.0,
     )
 
 
@@ -63,22 +69,42 @@ def learner_records(learner: FeedbackLearner) -> list[StateRecord]:
 
     out: list[StateRecord] = []
     for u in {*ru.ids, *iu.ids, *learner.users}:
-        out.append(UserState(
-            u, bias(ru, u), vec(ru, u), vec(iu, u), learner.users.get(u),
-            learner.interactions.items_of(u),
-        ))
+        out.append(
+            UserState(
+                u,
+                bias(ru, u),
+                vec(ru, u),
+                vec(iu, u),
+                learner.users.get(u),
+                learner.interactions.items_of(u),
+            )
+        )
     for i in {*ri.ids, *ii.ids, *learner.items}:
-        out.append(ItemState(
-            i, bias(ri, i), vec(ri, i), bias(ii, i), vec(ii, i), learner.items.get(i),
-            learner.interactions.popularity.get(i, 0),
-        ))
+        out.append(
+            ItemState(
+                i,
+                bias(ri, i),
+                vec(ri, i),
+                bias(ii, i),
+                vec(ii, i),
+                learner.items.get(i),
+                learner.interactions.popularity.get(i, 0),
+            )
+        )
     eng = b.engagement
     out.append(EngagementState(eng.weights, eng.intercept))
-    out.append(ModelMeta(
-        version=0, sequence=1, snapshot=True, published_at=1.0, consumed=0,
-        global_mean=b.rating.global_mean, rating_min=learner.limits.rating_min,
-        rating_max=learner.limits.rating_max,
-    ))
+    out.append(
+        ModelMeta(
+            version=0,
+            sequence=1,
+            snapshot=True,
+            published_at=1.0,
+            consumed=0,
+            global_mean=b.rating.global_mean,
+            rating_min=learner.limits.rating_min,
+            rating_max=learner.limits.rating_max,
+        )
+    )
     return out
 
 
@@ -186,14 +212,27 @@ def demographic_state() -> ServingState:
     s = ServingState()
     recs: list[StateRecord] = [
         ItemState(i, implicit_vector=v, implicit_bias=0.0, profile={"genres": [g]})
-        for i, v, g in (("a", (1.0, 0.0), "Drama"), ("b", (0.0, 1.0), "War"),
-                        ("c", (-1.0, -1.0), "War"))
+        for i, v, g in (
+            ("a", (1.0, 0.0), "Drama"),
+            ("b", (0.0, 1.0), "War"),
+            ("c", (-1.0, -1.0), "War"),
+        )
     ]
     for n in range(5):
-        recs.append(UserState(f"f{n}", implicit_vector=(2.0 + n, 0.1),
-                              profile={"age": 22 + n, "gender": "F", "occupation": "student"}))
-        recs.append(UserState(f"m{n}", implicit_vector=(0.1, 2.0 + n),
-                              profile={"age": 51 + n, "gender": "M", "occupation": "retired"}))
+        recs.append(
+            UserState(
+                f"f{n}",
+                implicit_vector=(2.0 + n, 0.1),
+                profile={"age": 22 + n, "gender": "F", "occupation": "student"},
+            )
+        )
+        recs.append(
+            UserState(
+                f"m{n}",
+                implicit_vector=(0.1, 2.0 + n),
+                profile={"age": 51 + n, "gender": "M", "occupation": "retired"},
+            )
+        )
     recs += [
         UserState("new-f", profile={"age": 24, "gender": "F", "occupation": "student"}),
         UserState("new-m", profile={"age": 57, "gender": "M", "occupation": "retired"}),
@@ -226,8 +265,18 @@ def test_content_only_item_enters_then_becomes_learned() -> None:
     top = rec.recommend("f1", k=2, policy="model").items
     assert {x.item_id for x in top} == {"a", "new-drama"}  # same vector as its genre's items
     assert next(x for x in top if x.item_id == "new-drama").reason == "cold_start"
-    through_bytes(s, [ItemState("new-drama", implicit_vector=(3.0, 0.0), implicit_bias=0.0,
-                                profile={"genres": ["Drama"]}), meta(sequence=3)])
+    through_bytes(
+        s,
+        [
+            ItemState(
+                "new-drama",
+                implicit_vector=(3.0, 0.0),
+                implicit_bias=0.0,
+                profile={"genres": ["Drama"]},
+            ),
+            meta(sequence=3),
+        ],
+    )
     top = rec.recommend("f1", k=1, policy="model").items
     assert (top[0].item_id, top[0].reason) == ("new-drama", "personalized")
 
@@ -240,11 +289,22 @@ def catalogue_state(n_items: int, dim: int = 8, seed: int = 3, **ann: Any) -> Se
     b = rng.standard_normal(n_items)
     pop = rng.integers(0, 50, n_items)
     for i in range(n_items):
-        s.apply(ItemState(f"i{i}", implicit_vector=tuple(q[i]), implicit_bias=float(b[i]),
-                          interactions=int(pop[i])))
+        s.apply(
+            ItemState(
+                f"i{i}",
+                implicit_vector=tuple(q[i]),
+                implicit_bias=float(b[i]),
+                interactions=int(pop[i]),
+            )
+        )
     for u in range(200):
-        s.apply(UserState(f"u{u}", implicit_vector=tuple(rng.standard_normal(dim)),
-                          seen=tuple(f"i{j}" for j in rng.choice(n_items, 5, replace=False))))
+        s.apply(
+            UserState(
+                f"u{u}",
+                implicit_vector=tuple(rng.standard_normal(dim)),
+                seen=tuple(f"i{j}" for j in rng.choice(n_items, 5, replace=False)),
+            )
+        )
     s.apply(meta())
     return s
 
@@ -263,7 +323,8 @@ def test_exploration_share_and_propensities() -> None:
             reasons[x.reason] += 1
             if x.reason == "exploration":
                 assert x.propensity in (
-                    pytest.approx(eps / n_eligible), pytest.approx(1 - eps + eps / n_eligible)
+                    pytest.approx(eps / n_eligible),
+                    pytest.approx(1 - eps + eps / n_eligible),
                 )
             else:
                 assert x.propensity == pytest.approx(1 - eps + eps / n_eligible)
@@ -286,8 +347,9 @@ def test_popular_and_random() -> None:
     pop = {i: s.item(i).interactions for i in s.item_ids()}  # type: ignore[union-attr]
     seen = set(s.user("u0").seen)  # type: ignore[union-attr]
     top = rec.recommend("u0", k=20, policy="popular").items
-    expected = sorted((i for i in s.item_ids() if i not in seen),
-                      key=lambda i: (-pop[i], int(i[1:])))[:20]
+    expected = sorted(
+        (i for i in s.item_ids() if i not in seen), key=lambda i: (-pop[i], int(i[1:]))
+    )[:20]
     assert [x.item_id for x in top] == expected
     assert all(x.reason == "popular" and x.propensity == 1.0 for x in top)
     counts: Counter[str] = Counter()
@@ -308,8 +370,9 @@ def test_not_ready_and_bad_requests() -> None:
     with pytest.raises(NotReady):
         rec.predict("u", "i")
     assert s.age_seconds() is None
-    through_bytes(s, [ItemState("i", implicit_vector=(1.0,), implicit_bias=0.0),
-                      meta(published_at=100.0)])
+    through_bytes(
+        s, [ItemState("i", implicit_vector=(1.0,), implicit_bias=0.0), meta(published_at=100.0)]
+    )
     assert s.age_seconds(now=102.5) == 2.5
     for bad in ({"k": 0}, {"k": 10_001}, {"policy": "best"}, {"exploration": 1.5}):
         with pytest.raises(ValueError):
@@ -322,14 +385,26 @@ def test_not_ready_and_bad_requests() -> None:
 def test_factor_count_change_restarts_vectors() -> None:
     s = ServingState()
     rec = make_recommender(s, exploration=0.0)
-    through_bytes(s, [ItemState("i1", implicit_vector=(1.0, 0.0), implicit_bias=0.0),
-                      ItemState("i2", implicit_vector=(0.0, 1.0), implicit_bias=0.0),
-                      UserState("u", implicit_vector=(1.0, 0.0)), meta()])
+    through_bytes(
+        s,
+        [
+            ItemState("i1", implicit_vector=(1.0, 0.0), implicit_bias=0.0),
+            ItemState("i2", implicit_vector=(0.0, 1.0), implicit_bias=0.0),
+            UserState("u", implicit_vector=(1.0, 0.0)),
+            meta(),
+        ],
+    )
     assert rec.recommend("u", k=1, policy="model").items[0].item_id == "i1"
     # A swap to a model with 3 factors re-sends everything with the new length.
-    through_bytes(s, [ItemState("i1", implicit_vector=(0.0, 0.0, 1.0), implicit_bias=0.0),
-                      ItemState("i2", implicit_vector=(0.0, 1.0, 0.0), implicit_bias=0.0),
-                      UserState("u", implicit_vector=(0.0, 1.0, 0.0)), meta(version=1)])
+    through_bytes(
+        s,
+        [
+            ItemState("i1", implicit_vector=(0.0, 0.0, 1.0), implicit_bias=0.0),
+            ItemState("i2", implicit_vector=(0.0, 1.0, 0.0), implicit_bias=0.0),
+            UserState("u", implicit_vector=(0.0, 1.0, 0.0)),
+            meta(version=1),
+        ],
+    )
     r = rec.recommend("u", k=2, policy="model")
     assert s.dim == 3 and r.model_version == 1 and r.items[0].item_id == "i2"
 
@@ -353,8 +428,13 @@ def test_ann_recall_at_10_against_exact_and_after_updates() -> None:
     rng = np.random.default_rng(9)
     for i in rng.choice(25_000, 250, replace=False).tolist():
         vec, _ = s.item_vector(s.row_of(f"i{i}") or 0)
-        s.apply(ItemState(f"i{i}", implicit_vector=tuple(vec + rng.standard_normal(16)),
-                          implicit_bias=float(rng.uniform(2, 4))))
+        s.apply(
+            ItemState(
+                f"i{i}",
+                implicit_vector=tuple(vec + rng.standard_normal(16)),
+                implicit_bias=float(rng.uniform(2, 4)),
+            )
+        )
     s.apply(meta(sequence=2))
     assert s.index_pending == 250
     assert recall() >= 0.95  # the query synced the index first
@@ -368,8 +448,16 @@ def test_follower_thread_applies_published_records(bootstrap: str) -> None:
     topics = Topics.prefixed(tag)
     ensure_topics(bootstrap, topics, kafka=KafkaConfig())
     pub = ModelStatePublisher(bootstrap, topics.model_state, kafka=KafkaConfig())
-    items = [ItemState(f"i{n}", implicit_vector=(float(n), 1.0), implicit_bias=0.0,
-                       profile={"genres": ["Drama"]}, interactions=n) for n in range(50)]
+    items = [
+        ItemState(
+            f"i{n}",
+            implicit_vector=(float(n), 1.0),
+            implicit_bias=0.0,
+            profile={"genres": ["Drama"]},
+            interactions=n,
+        )
+        for n in range(50)
+    ]
     first: list[StateRecord] = [*items, UserState("u", implicit_vector=(1.0, 0.0))]
     pub.publish(encode_record(r) for r in first)
     pub.publish([(b"x:junk", b"{}")])  # undecodable: counted and skipped
@@ -415,8 +503,13 @@ def test_requests_while_a_writer_updates_items_and_the_index() -> None:
             for seq in range(2, 40):
                 with s.lock:
                     for i in rng.choice(3_000, 100, replace=False).tolist():
-                        s.apply(ItemState(f"i{i}", implicit_vector=tuple(rng.standard_normal(8)),
-                                          implicit_bias=0.0))
+                        s.apply(
+                            ItemState(
+                                f"i{i}",
+                                implicit_vector=tuple(rng.standard_normal(8)),
+                                implicit_bias=0.0,
+                            )
+                        )
                     s.apply(ItemState(f"new{seq}", profile={"genres": ["Drama"]}))
                     s.apply(meta(sequence=seq))
                 s.sync_index()
@@ -449,8 +542,16 @@ def test_requests_while_a_writer_updates_items_and_the_index() -> None:
 def test_before_any_vector_profiles_alone_are_served() -> None:
     # A loop that starts from nothing: the consumer has published profiles, no vectors yet.
     s = ServingState()
-    through_bytes(s, [*(ItemState(f"i{n}", profile={"genres": ["Drama"]}, interactions=n % 3)
-                        for n in range(30)), meta(sequence=1)])
+    through_bytes(
+        s,
+        [
+            *(
+                ItemState(f"i{n}", profile={"genres": ["Drama"]}, interactions=n % 3)
+                for n in range(30)
+            ),
+            meta(sequence=1),
+        ],
+    )
     rec = make_recommender(s, exploration=0.5, seed=1)
     for policy in ("model", "explore", "popular", "random"):
         r = rec.recommend("anyone", k=10, policy=policy)  # type: ignore[arg-type]
@@ -458,10 +559,16 @@ def test_before_any_vector_profiles_alone_are_served() -> None:
     greedy = rec.recommend("anyone", k=3, policy="model").items
     assert [x.reason for x in greedy] == ["cold_start"] * 3
     # A content-only item that arrives later is ranked from the next meta on (not a snapshot).
-    through_bytes(s, [ItemState("i0", implicit_vector=(1.0, 1.0), implicit_bias=1.0,
-                                profile={"genres": ["Drama"]}),
-                      UserState("u", implicit_vector=(1.0, 0.0)),
-                      replace(meta(sequence=2), snapshot=False)])
+    through_bytes(
+        s,
+        [
+            ItemState(
+                "i0", implicit_vector=(1.0, 1.0), implicit_bias=1.0, profile={"genres": ["Drama"]}
+            ),
+            UserState("u", implicit_vector=(1.0, 0.0)),
+            replace(meta(sequence=2), snapshot=False),
+        ],
+    )
     assert s.dim == 2
     assert rec.recommend("u", k=1, policy="model").items[0].item_id == "i0"
     s.apply(ItemState("late", profile={"genres": ["Drama"]}))

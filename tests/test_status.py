@@ -98,8 +98,14 @@ def test_collect_reads_the_counts(served: tuple[Learner, str]) -> None:
     assert info["model_version"] == 0  # learned online from scratch, no swap yet
     assert "drift" not in info  # no learner observed yet: no detector series
     text = render(info)
-    for expected in ("12 messages", "partition 1: 7", "1,000 messages", "malformed_json 3",
-                     "rating_mf 0.9300", "engagement 0.7100"):
+    for expected in (
+        "12 messages",
+        "partition 1: 7",
+        "1,000 messages",
+        "malformed_json 3",
+        "rating_mf 0.9300",
+        "engagement 0.7100",
+    ):
         assert expected in text
 
 

@@ -160,8 +160,10 @@ class EventArchive:
         the checkpoint being restored) that start at or after it: a crash left them between
         the archive write and the checkpoint save; their events are consumed again. Also
         temporary files of writes that never finished."""
-        for tmp in self.directory.glob(".events-p*.tmp-*") if self.directory.is_dir() else ():
-            tmp.unlink(missing_ok=True)
+        # Only the given partitions': another consumer may be writing its own right now.
+        for p in offsets if self.directory.is_dir() else ():
+            for tmp in self.directory.glob(f".events-p{p}-*.tmp-*"):
+                tmp.unlink(missing_ok=True)
         gone = [
             f for f in self.files() if f.partition in offsets and f.first >= offsets[f.partition]
         ]
@@ -288,11 +290,11 @@ def _plus_cut(counts: dict[str, Any], offsets: int, admitted: int) -> dict[str, 
 class ArchiveBuffer:
     """The consumer's side: keeps admitted messages, writes them at each checkpoint commit.
 
-    ``counts`` gives the learner's counts (as a dict) to store with the files.
+    ``counts`` gives a partition's learner's counts (as a dict) to store with its files.
     """
 
     def __init__(
-        self, archive: EventArchive, topic: str, counts: Callable[[], dict[str, Any]]
+        self, archive: EventArchive, topic: str, counts: Callable[[int], dict[str, Any]]
     ) -> None:
         self.archive, self.topic, self._counts = archive, topic, counts
         self.kept: list[tuple[Any, int]] = []  # (confluent_kafka.Message, event index)
@@ -300,9 +302,19 @@ class ArchiveBuffer:
         self.starts: dict[int, int] = {}
 
     def restore(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Start after the restored checkpoint's ``offsets``; drop files beyond them."""
-        self.starts = {p: o for (t, p), o in offsets.items() if t == self.topic}
-        self.archive.discard_uncovered(self.starts)
+        """Start the partitions in ``offsets`` (a restored checkpoint's) after them; drop
+        their files beyond them."""
+        starts = {p: o for (t, p), o in offsets.items() if t == self.topic}
+        self.starts.update(starts)
+        self.archive.discard_uncovered(starts)
+
+    def drop_partitions(self, partitions: list[int]) -> None:
+        """Forget what was kept of partitions this consumer no longer owns (written already
+        when they were revoked after a checkpoint; applied again by their new owner if not)."""
+        gone = set(partitions)
+        self.kept = [(m, i) for m, i in self.kept if (m.partition() or 0) not in gone]
+        for p in gone:
+            self.starts.pop(p, None)
 
     def keep(self, msg: Any, event_index: int) -> None:
         self.kept.append((msg, event_index))
@@ -322,7 +334,6 @@ class ArchiveBuffer:
             p = msg.partition() or 0
             event = ArchivedEvent(p, msg.offset(), max(msg.timestamp()[1], 0), index, msg.value())
             by_partition.setdefault(p, []).append(event)
-        counts = self._counts()
         for (topic, p), end in sorted(offsets.items()):
             if topic != self.topic:
                 continue
@@ -330,7 +341,7 @@ class ArchiveBuffer:
             # Without a checkpoint the consumer read the partition from its beginning.
             start = self.starts.get(p, 0)
             if end > start:
-                self.archive.write(p, start, end - 1, rows, counts)
+                self.archive.write(p, start, end - 1, rows, self._counts(p))
             self.starts[p] = end
         if by_partition:  # kept messages always lie below the offsets being saved
             raise RuntimeError(f"archived events of partitions without offsets: {by_partition}")

@@ -6,34 +6,42 @@ makes it durable in this order (:class:`CommitStep` names the points in between)
 
 1. flush the dead letters, so a letter is never lost behind offsets that are saved, and
    write the archive of admitted events (:mod:`stream.kafka.archive`) for the same reason;
-2. save the state with its offsets in one file, replaced atomically (:class:`CheckpointStore`:
-   write a temporary file, fsync, rename, fsync the directory): after a crash at any instant
-   the file is the previous checkpoint or the new one, never a torn mix;
-3. commit the offsets to the consumer group (advisory: the file is the source of truth).
+2. save each partition's state with its offset in one file per partition, replaced atomically
+   (:class:`CheckpointStore`: write a temporary file, fsync, rename, fsync the directory):
+   after a crash at any instant the file is the previous checkpoint or the new one, never a
+   torn mix (:mod:`stream.kafka.partitions` keeps one per partition and fences off a consumer
+   that lost a partition without knowing it);
+3. commit the offsets to the consumer group (advisory: the files are the source of truth).
 
 On restart the consumer restores the state and seeks every partition to the saved offset:
 the events after it are applied again on top of exactly the state that had not seen them, so
 none is lost or applied twice. A crash anywhere in between is therefore harmless, which the
 tests prove by injecting one at each :class:`CommitStep` (:class:`CrashAt`).
 
->>> import tempfile
->>> from stream.config import ConsumerConfig
 >>> class Group:  # stands in for the confluent_kafka.Consumer whose offsets are committed
 ...     def commit(self, offsets, asynchronous):
 ...         print("committed", [(tp.topic, tp.partition, tp.offset) for tp in offsets])
 >>> class Letters:  # stands in for stream.kafka.dead_letters.DeadLetters
 ...     def flush(self): print("dead letters flushed")
->>> cfg = ConsumerConfig(state_dir=Path(tempfile.mkdtemp()), checkpoint_every_events=2)
->>> ckpt = Checkpoint(cfg, Group(), Letters())
+>>> class Store:  # stands in for stream.kafka.partitions.PartitionStore
+...     topic = "events"
+...     def save(self, partition, state, offset, epoch):
+...         print("saved", partition, state, offset); return epoch == 1
+>>> cfg = ConsumerConfig(checkpoint_every_events=2)
+>>> ckpt = Checkpoint(cfg, Store(), Group(), Letters())
 >>> ckpt.add(1); ckpt.due()
 False
 >>> ckpt.add(1); ckpt.due()
 True
->>> ckpt.commit({"model": [1, 2]}, {("events", 0): 2})
+>>> ckpt.commit([PartitionSave(0, {"model": [1, 2]}, 2, epoch=1),
+...              PartitionSave(1, {"model": [3]}, 7, epoch=0)])  # partition 1: fenced off
 dead letters flushed
+saved 0 {'model': [1, 2]} 2
+saved 1 {'model': [3]} 7
 committed [('events', 0, 2)]
->>> ckpt.due(), ckpt.store.load().offsets
-(False, {('events', 0): 2})
+[1]
+>>> ckpt.due()
+False
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -63,7 +71,8 @@ log = logging.getLogger(__name__)
 #    lifecycle counts rejected control messages and timed-out retrains; forgotten users
 #    (salted digests), user recency and evictions; tables count removed rows.
 #    The de-duplication window keeps a content fingerprint per id; profiles have vocabularies.
-FORMAT_VERSION = 5
+# 6: one checkpoint per partition (stream/kafka/partitions.py), each a partition's learner.
+FORMAT_VERSION = 6
 FILE_NAME = "checkpoint.pkl"
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to consume
@@ -229,6 +238,21 @@ class _Committer(Protocol):  # a confluent_kafka.Consumer
     def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> Any: ...
 
 
+class _Saver(Protocol):  # stream.kafka.partitions.PartitionStore
+    topic: str
+
+    def save(self, partition: int, state: Any, offset: int, epoch: int) -> bool: ...
+
+
+class PartitionSave(NamedTuple):
+    """What one partition's checkpoint saves: its state, next offset and lease epoch."""
+
+    partition: int
+    state: Any
+    offset: int
+    epoch: int
+
+
 class Checkpoint:
     """When to checkpoint, and the ordered steps that make a checkpoint durable.
 
@@ -239,12 +263,13 @@ class Checkpoint:
     def __init__(
         self,
         config: ConsumerConfig,
+        store: _Saver,
         group: _Committer,
         dead_letters: _Flushable,
         faults: FaultHook | None = None,
         archive: _Archiver | None = None,
     ) -> None:
-        self.store = CheckpointStore(config.state_dir)
+        self.store = store
         self._archive = archive  # written before the offsets that cover it are saved
         self.cadence = Cadence(config.checkpoint_every_events, config.checkpoint_every_seconds)
         self._group, self._dead_letters, self._faults = group, dead_letters, faults
@@ -256,17 +281,25 @@ class Checkpoint:
     def due(self) -> bool:
         return self.cadence.due()
 
-    def commit(self, state: Any, offsets: Offsets) -> None:
-        """Dead letters durable, then state + offsets on disk, then offsets committed."""
+    def commit(self, saves: list[PartitionSave]) -> list[int]:
+        """Dead letters durable, then each partition's state + offset on disk, then offsets
+        committed. Returns the partitions whose save was fenced off (claimed by another
+        consumer since): nothing of theirs was saved or committed."""
         self._step(CommitStep.BEFORE_FLUSH)
         self._dead_letters.flush()
         self._step(CommitStep.AFTER_FLUSH)
+        topic = self.store.topic
         if self._archive is not None:
-            self._archive.write(offsets)
+            self._archive.write({(topic, s.partition): s.offset for s in saves})
         self._step(CommitStep.AFTER_ARCHIVE)
-        self.store.save(state, offsets)
+        fenced = [
+            s.partition
+            for s in saves
+            if not self.store.save(s.partition, s.state, s.offset, s.epoch)
+        ]
         self._step(CommitStep.AFTER_SAVE)
-        commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        commits = [TopicPartition(topic, s.partition, s.offset) for s in saves]
+        commits = [tp for tp in commits if tp.partition not in fenced]
         if commits:
             try:
                 self._group.commit(offsets=commits, asynchronous=False)
@@ -275,6 +308,7 @@ class Checkpoint:
                 log.warning("offset commit failed (checkpoint saved): %s", err)
         self._step(CommitStep.AFTER_COMMIT)
         self.cadence.reset()
+        return fenced
 
     def _step(self, step: CommitStep) -> None:
         if self._faults is not None:
