@@ -68,7 +68,10 @@ class PartitionStore:
         return sorted(found)
 
     def load(self, partition: int) -> SavedCheckpoint | None:
-        return self.checkpoints(partition).load()
+        """The partition's checkpoint (None: none yet). Under the lease's lock: no save is
+        half done, so the temporary files it removes are stale ones."""
+        with self._lease(partition):
+            return self.checkpoints(partition).load()
 
     def claim(self, partition: int) -> int:
         """Take the partition over: its new epoch. An earlier owner's saves fail from now."""

@@ -1,5 +1,10 @@
 """Publish events to Kafka: keyed by user, idempotent, every delivery report counted.
 
+Every partition's learner needs every item's profile (its users click on any item), so an
+item profile is sent to every partition of the topic, the way Kafka Streams replicates a
+global table to every instance: each partition holds its own copy, in order with its events.
+User profiles go with their user's events.
+
 >>> pub = EventPublisher("127.0.0.1:9092", "feedback.events", kafka=KafkaConfig())  # doctest: +SKIP
 >>> pub.publish({"type": "click", "event_id": "e1", "user_id": "u1", "item_id": "i1",
 ...              "ts": 1.7e9})  # doctest: +SKIP
@@ -17,7 +22,7 @@ import orjson
 from confluent_kafka import KafkaError, Message
 
 from stream.config import KafkaConfig
-from stream.events import BaseEvent, encode_event
+from stream.events import BaseEvent, ItemProfileEvent, encode_event
 from stream.kafka import clients
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,13 @@ class DeliveryStats:
         return self.sent - self.delivered - self.failed
 
 
+def is_item_profile(record: Record) -> bool:
+    """Whether ``record`` is an item profile (raw bytes are not looked into)."""
+    if isinstance(record, dict):
+        return record.get("type") == "item_profile"
+    return isinstance(record, ItemProfileEvent)
+
+
 def event_key(record: Record) -> bytes | None:
     """Partition key: the user (so one user's events stay in order), else the item."""
     if isinstance(record, bytes):
@@ -58,6 +70,16 @@ class EventPublisher:
         self.topic = topic
         self.stats = DeliveryStats()
         self._producer = clients.producer(bootstrap_servers, kafka=kafka, bulk=True)
+        self._partitions: int | None = None  # of the topic, read at the first item profile
+
+    def partitions(self) -> int:
+        """How many partitions the topic has (asked once)."""
+        if self._partitions is None:
+            meta = self._producer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise RuntimeError(f"cannot read the partitions of topic {self.topic}: {meta}")
+            self._partitions = len(meta.partitions)
+        return self._partitions
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -77,12 +99,20 @@ class EventPublisher:
             value = orjson.dumps(record)
         else:
             value = encode_event(record)
-        self.publish_raw(value, key if key is not None else event_key(record))
+        key = key if key is not None else event_key(record)
+        if is_item_profile(record) and self.partitions() > 1:
+            for partition in range(self.partitions()):  # a copy for every partition
+                self.publish_raw(value, key, partition)
+        else:
+            self.publish_raw(value, key)
 
-    def publish_raw(self, value: bytes, key: bytes | None) -> None:
+    def publish_raw(self, value: bytes, key: bytes | None, partition: int = -1) -> None:
+        """Send ``value``; to ``partition``, or (-1) to the key's partition."""
         while True:
             try:
-                self._producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    self.topic, value, key, partition=partition, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 # Local queue full: serve delivery reports until there is room.
