@@ -461,3 +461,37 @@ def test_engagement_prediction_is_pure_and_replay_is_identical():
     assert len(a.weights) == n_weights and restored == a
     cfg = ModelConfig(engagement_learning_rate=0.3)
     assert EngagementModel.from_config(cfg).learning_rate == 0.3
+
+
+def test_engagement_predict_learn_matches_river_step_for_step():
+    """The fast path takes River's own step: bit-identical probabilities, weights and
+    intercept to predict_proba_one then learn_one, including brand-new features and large
+    logits (learning rate 5 drives |w . x| past River's sigmoid and gradient cut-offs)."""
+    for lr in (0.05, 5.0):
+        fast, river = EngagementModel(learning_rate=lr), EngagementModel(learning_rate=lr)
+        extremes = 0
+        for k, (user, item, ctx, clicked) in enumerate(engagement_data(seed=9, n=3000)):
+            x = EngagementModel.features(user, item, ctx)
+            x["cf_logit"] = (k % 17 - 8) * 1.1  # a dense real-valued feature, as stacked
+            expected = river.predict_proba(x)
+            river.learn(x, clicked)
+            assert fast.predict_learn(dict(x), clicked, score=k % 5 != 0) == (
+                expected if k % 5 != 0 else None
+            )
+            extremes += abs(river.model._raw_dot_one(x)) > 18.0
+        assert fast.state_equal(river) and fast.n_learned == river.n_learned == 3000
+        assert lr < 1.0 or extremes > 0  # the large-logit branches were exercised
+
+
+def test_engagement_predict_learn_falls_back_for_other_configurations():
+    from river import optim
+
+    fast, river = EngagementModel(), EngagementModel()
+    for m in (fast, river):
+        m.model.optimizer = optim.Adam(0.05)
+    for user, item, ctx, clicked in engagement_data(seed=3, n=300):
+        x = EngagementModel.features(user, item, ctx)
+        expected = river.predict_proba(x)
+        river.learn(x, clicked)
+        assert fast.predict_learn(x, clicked) == expected
+    assert fast.state_equal(river)

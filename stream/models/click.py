@@ -25,10 +25,12 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import sqrt
+from math import exp, sqrt
 from typing import Any
 
 from river import linear_model, optim
+from river.utils import VectorDict
+from river.utils.math import sigmoid as _river_sigmoid
 
 from stream.config import ModelConfig
 from stream.events import Context
@@ -41,6 +43,24 @@ __all__ = ["EngagementModel"]
 _PARTS_OF_DAY: tuple[str, ...] = (
     ("hour=night",) * 6 + ("hour=morning",) * 6 + ("hour=afternoon",) * 6 + ("hour=evening",) * 6
 )
+
+
+def _plain_sgd_log(model: linear_model.LogisticRegression) -> bool:
+    """Whether ``model`` is the configuration :meth:`EngagementModel.predict_learn`
+    reproduces: log loss with unit class weights, plain SGD at a constant rate, a constant
+    intercept rate, no L1/L2 penalty, zero initial weights."""
+    loss, opt = model.loss, model.optimizer
+    return (
+        type(loss) is optim.losses.Log
+        and loss.weight_pos == 1.0
+        and loss.weight_neg == 1.0
+        and type(opt) is optim.SGD
+        and type(opt.lr) is optim.schedulers.Constant
+        and type(model.intercept_lr) is optim.schedulers.Constant
+        and model.l1 == 0
+        and model.l2 == 0
+        and type(model.initializer) is optim.initializers.Zeros
+    )
 
 
 class EngagementModel:
@@ -58,6 +78,9 @@ class EngagementModel:
     >>> m.predict_proba(x) < 0.5
     True
     """
+
+    # Whether predict_learn may take its fast path (see _plain_sgd_log); None: not checked.
+    _fast: bool | None = None
 
     def __init__(self, learning_rate: float = 0.05) -> None:
         self.learning_rate = learning_rate
@@ -130,6 +153,43 @@ class EngagementModel:
         """One SGD step on the log loss."""
         self.model.learn_one(x, clicked)
         self.n_learned += 1
+
+    def predict_learn(self, x: dict[str, float], clicked: bool, score: bool = True) -> float | None:
+        """:meth:`predict_proba` (if ``score``) then :meth:`learn`, with the same results.
+
+        The hot path of the consumer: River's ``predict_proba_one`` and ``learn_one`` each
+        compute ``w . x``; this computes it once and takes River's own SGD step on River's
+        weights (the same Rust vector operations in the same order), so the weights are
+        bit-identical to ``learn_one``'s. Configurations it does not reproduce (another
+        loss, optimizer, schedule or penalty) go through River's methods.
+        """
+        model = self.model
+        fast = self._fast
+        if fast is None:  # checked once (and once after unpickling an older model)
+            fast = self._fast = _plain_sgd_log(model)
+        if not fast:
+            p = self.predict_proba(x) if score else None
+            self.learn(x, clicked)
+            return p
+        weights = model._weights
+        raw = weights.dot(x) + model.intercept
+        p = float(_river_sigmoid(raw)) if score else None
+        # optim.losses.Log.gradient with unit class weights, y in {-1, 1}
+        y = 1 if clicked else -1
+        z = raw * y
+        if z > 18.0:
+            g = 1.0 * exp(-z) * -y
+        elif z < -18.0:
+            g = 1.0 * -y
+        else:
+            g = 1.0 * -y / (exp(z) + 1.0)
+        g = float(max(-model.clip_gradient, min(g * 1.0, model.clip_gradient)))
+        optimizer = model.optimizer
+        model.intercept -= model.intercept_lr.get(optimizer.n_iterations) * g
+        weights.isub_scaled(VectorDict.from_scaled(x, g), optimizer.learning_rate)
+        optimizer.n_iterations += 1
+        self.n_learned += 1
+        return p
 
     @property
     def weights(self) -> dict[str, float]:
