@@ -538,3 +538,26 @@ def test_compiled_factor_steps_match_the_numpy_reference():
     for mine, ref in ((p, rp), (q, rq), (ub, rub), (ib, rib)):
         np.testing.assert_allclose(mine, ref, rtol=1e-9, atol=1e-12)
     assert np.abs(p - start).max() > 0.1  # the steps moved the vectors
+
+
+def test_engagement_features_cache_is_invisible():
+    """Profile features are cached by value: a hit gives what a miss computed, the caller
+    may change the dict it got, and equal values of other types (1990 and 1990.0, genres
+    in a list) are not confused."""
+    from stream.models import click
+
+    f = EngagementModel.features
+    user = {"age": 33, "gender": "F", "occupation": "artist"}
+    item = {"genres": ("Comedy", "Drama"), "year": 1990}
+    ctx = Context(device="tv", hour=20, weekday=6)
+    click._PROFILE_FEATURES.clear()
+    miss = f(user, item, ctx)
+    miss["cf_logit"] = 3.0  # as learn_engagement adds to it
+    hit = f(dict(user), dict(item), ctx)
+    assert "cf_logit" not in hit and hit == {k: v for k, v in miss.items() if k != "cf_logit"}
+    assert list(hit) == [k for k in miss if k != "cf_logit"]  # same order: same sums
+    assert "decade=1990.0s" in f(user, {**item, "year": 1990.0}, None)
+    assert f(user, {**item, "genres": ["Comedy", "Drama"]}, ctx) == hit
+    assert "device=tv" not in f(user, item, None)
+    with pytest.raises(TypeError):  # a bad profile fails as it did, cached or not
+        f({"age": "33"}, None, None)

@@ -63,6 +63,49 @@ def _plain_sgd_log(model: linear_model.LogisticRegression) -> bool:
     )
 
 
+# Profile features by profile values (see EngagementModel.features), at most this many.
+_PROFILE_CACHE_SIZE = 65_536
+_PROFILE_FEATURES: dict[tuple[Any, ...], dict[str, float]] = {}
+
+
+def _profile_features(
+    user: Mapping[str, Any] | None, item: Mapping[str, Any] | None
+) -> dict[str, float]:
+    """The features of :meth:`EngagementModel.features` that depend on the profiles only."""
+    x: dict[str, float] = {}
+    age_f = gender_f = occ_f = None
+    if user:
+        age = user.get("age")
+        if age is not None and 0 <= age <= 120:
+            age_f = "age=" + _AGE_BANDS[age]
+            x[age_f] = 1.0
+        gender = user.get("gender")
+        if gender:
+            gender_f = "gender=" + gender
+            x[gender_f] = 1.0
+        occupation = user.get("occupation")
+        if occupation:
+            occ_f = "occ=" + occupation
+            x[occ_f] = 1.0
+    if item:
+        genres = item.get("genres")
+        if genres:
+            w = 1.0 / sqrt(len(genres))
+            for genre in genres:
+                genre_f = "genre=" + genre
+                x[genre_f] = w
+                if age_f:
+                    x[age_f + "|" + genre_f] = w
+                if gender_f:
+                    x[gender_f + "|" + genre_f] = w
+                if occ_f:
+                    x[occ_f + "|" + genre_f] = w
+        year = item.get("year")
+        if year is not None:
+            x[f"decade={year // 10 * 10}s"] = 1.0
+    return x
+
+
 class EngagementModel:
     """Online logistic regression (River) predicting whether a shown item is clicked.
 
@@ -103,39 +146,33 @@ class EngagementModel:
 
         ``user`` has keys ``age``, ``gender``, ``occupation``; ``item`` has ``genres`` and
         ``year``. Genres (and their crosses) weigh ``1/sqrt(n_genres)`` so multi-genre items
-        do not get a larger norm.
+        do not get a larger norm. A fresh dict each call (the caller may add to it).
         """
-        x: dict[str, float] = {}
-        age_f = gender_f = occ_f = None
+        # The profile part (the user x genre crosses are most of the work) is the same for
+        # every event of a pair of profiles: built once per distinct profile values. Types
+        # are part of the key: 1990 and 1990.0 are equal keys but name different decades.
         if user:
             age = user.get("age")
-            if age is not None and 0 <= age <= 120:
-                age_f = "age=" + _AGE_BANDS[age]
-                x[age_f] = 1.0
-            gender = user.get("gender")
-            if gender:
-                gender_f = "gender=" + gender
-                x[gender_f] = 1.0
-            occupation = user.get("occupation")
-            if occupation:
-                occ_f = "occ=" + occupation
-                x[occ_f] = 1.0
+            ukey: tuple[Any, ...] = (age, type(age), user.get("gender"), user.get("occupation"))
+        else:
+            ukey = ()
         if item:
-            genres = item.get("genres")
-            if genres:
-                w = 1.0 / sqrt(len(genres))
-                for genre in genres:
-                    genre_f = "genre=" + genre
-                    x[genre_f] = w
-                    if age_f:
-                        x[age_f + "|" + genre_f] = w
-                    if gender_f:
-                        x[gender_f + "|" + genre_f] = w
-                    if occ_f:
-                        x[occ_f + "|" + genre_f] = w
             year = item.get("year")
-            if year is not None:
-                x[f"decade={year // 10 * 10}s"] = 1.0
+            ikey: tuple[Any, ...] = (item.get("genres"), year, type(year))
+        else:
+            ikey = ()
+        key = (ukey, ikey)
+        try:
+            base = _PROFILE_FEATURES.get(key)
+        except TypeError:  # unhashable values (genres in a list): not cached
+            base, key = None, None
+        if base is None:
+            base = _profile_features(user, item)
+            if key is not None:
+                if len(_PROFILE_FEATURES) >= _PROFILE_CACHE_SIZE:
+                    _PROFILE_FEATURES.clear()  # bounded; refilled by the pairs still active
+                _PROFILE_FEATURES[key] = base
+        x = base.copy()
         if context is not None:
             if context.device is not None:
                 x["device=" + context.device] = 1.0
