@@ -161,7 +161,7 @@ class EngagementModel:
             ikey: tuple[Any, ...] = (item.get("genres"), year, type(year))
         else:
             ikey = ()
-        key = (ukey, ikey)
+        key: tuple[tuple[Any, ...], tuple[Any, ...]] | None = (ukey, ikey)
         try:
             base = _PROFILE_FEATURES.get(key)
         except TypeError:  # unhashable values (genres in a list): not cached
