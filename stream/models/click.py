@@ -65,7 +65,7 @@ def _plain_sgd_log(model: linear_model.LogisticRegression) -> bool:
 
 # Profile features by profile values (see EngagementModel.features), at most this many.
 _PROFILE_CACHE_SIZE = 65_536
-_PROFILE_FEATURES: dict[tuple[Any, ...], dict[str, float]] = {}
+_PROFILE_FEATURES: dict[tuple[tuple[Any, ...], tuple[Any, ...]], dict[str, float]] = {}
 
 
 def _profile_features(
@@ -161,14 +161,15 @@ class EngagementModel:
             ikey: tuple[Any, ...] = (item.get("genres"), year, type(year))
         else:
             ikey = ()
-        key: tuple[tuple[Any, ...], tuple[Any, ...]] | None = (ukey, ikey)
+        key = (ukey, ikey)
+        cacheable = True
         try:
             base = _PROFILE_FEATURES.get(key)
         except TypeError:  # unhashable values (genres in a list): not cached
-            base, key = None, None
+            base, cacheable = None, False
         if base is None:
             base = _profile_features(user, item)
-            if key is not None:
+            if cacheable:
                 if len(_PROFILE_FEATURES) >= _PROFILE_CACHE_SIZE:
                     _PROFILE_FEATURES.clear()  # bounded; refilled by the pairs still active
                 _PROFILE_FEATURES[key] = base
