@@ -561,3 +561,17 @@ def test_engagement_features_cache_is_invisible():
     assert "device=tv" not in f(user, item, None)
     with pytest.raises(TypeError):  # a bad profile fails as it did, cached or not
         f({"age": "33"}, None, None)
+
+
+def test_count_above_counts_the_item_logits_above_a_row_up_to_k():
+    from stream.models.kernels import count_above, item_logits
+
+    rng = np.random.default_rng(5)
+    q, b, pu = rng.normal(size=(300, 8)), rng.normal(size=300), rng.normal(size=8)
+    q[7], b[7] = q[3], b[3]  # a tie: not above
+    logits = item_logits(q, b, 250, pu)
+    np.testing.assert_allclose(logits, q[:250] @ pu + b[:250], rtol=1e-12, atol=1e-12)
+    for j in (0, 3, 7, 100, 249):
+        above = int(np.count_nonzero(logits > logits[j]))
+        for k in (1, 10, 1000):
+            assert count_above(q, b, 250, pu, j, k) == min(above, k)

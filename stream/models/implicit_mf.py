@@ -34,7 +34,7 @@ import numpy as np
 from stream.config import ModelConfig
 from stream.models.cold_start import item_keys, user_keys
 from stream.models.factors import FactorModel, FactorTable
-from stream.models.kernels import implicit_step, vdot
+from stream.models.kernels import count_above, implicit_step, item_logits, vdot
 
 __all__ = ["ImplicitMF", "top_rows"]
 
@@ -198,9 +198,7 @@ class ImplicitMF(FactorModel):
         if u is None:
             # Zero user factors: the item bias alone, a popularity proxy.
             return items.biases[:n].copy()
-        logits = items.vectors[:n] @ users.vectors[u]
-        logits += items.biases[:n]
-        return logits
+        return item_logits(items.vectors, items.biases, n, users.vectors[u])
 
     def top_k(self, user_id: str, k: int, exclude: frozenset[str] | None = None) -> list[str]:
         """The ``k`` known items with the highest score, best first (ties: first learned)."""
@@ -222,11 +220,17 @@ class ImplicitMF(FactorModel):
         could not have been recommended. Call before :meth:`update` for a prequential
         recall@k.
         """
-        j = self._items.index.get(item_id)
+        items = self._items
+        j = items.index.get(item_id)
         if j is None:
             return None
-        logits = self._logits(user_id)
-        return int(np.count_nonzero(logits > logits[j])) < k
+        u = self._users.index.get(user_id)
+        if u is None or k <= 0:
+            logits = self._logits(user_id)
+            return int(np.count_nonzero(logits > logits[j])) < k
+        # The logits top_k ranks by, compared one by one: no array of them per event.
+        n = len(items.ids)
+        return count_above(items.vectors, items.biases, n, self._users.vectors[u], j, k) < k
 
     def state_equal(self, other: object) -> bool:
         """Bit-identical settings, ids, item biases and factors."""

@@ -26,7 +26,7 @@ from math import exp
 import numpy as np
 from numba import njit
 
-__all__ = ["implicit_step", "rating_step", "vdot"]
+__all__ = ["count_above", "implicit_step", "item_logits", "rating_step", "vdot"]
 
 
 @njit(cache=True)
@@ -107,3 +107,30 @@ def rating_step(
     item_bias[i] = bi + bias_lr * (err - reg * bi)
     _step_pair(p, q, u, i, lr * err, 1.0 - lr * reg)
     return predicted, mean
+
+
+@njit(cache=True)
+def item_logits(
+    q: np.ndarray, item_bias: np.ndarray, n: int, pu: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """``q[r] . pu + item_bias[r]`` for the first ``n`` rows (ranking a user's items)."""
+    out = np.empty(n)
+    for r in range(n):
+        out[r] = vdot(q[r], pu) + item_bias[r]
+    return out
+
+
+@njit(cache=True)
+def count_above(
+    q: np.ndarray, item_bias: np.ndarray, n: int, pu: np.ndarray, j: int, k: int
+) -> int:  # pragma: no cover - compiled
+    """How many of the first ``n`` rows have a logit (as :func:`item_logits`) above row
+    ``j``'s, counting no further than ``k`` (enough to tell a top-``k`` hit)."""
+    target = vdot(q[j], pu) + item_bias[j]
+    above = 0
+    for r in range(n):
+        if vdot(q[r], pu) + item_bias[r] > target:
+            above += 1
+            if above >= k:
+                break
+    return above
