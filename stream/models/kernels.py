@@ -26,7 +26,7 @@ from math import exp
 import numpy as np
 from numba import njit
 
-__all__ = ["count_above", "implicit_step", "item_logits", "rating_step", "vdot"]
+__all__ = ["count_above", "implicit_step", "item_logits", "rating_step", "vdot", "warm_up"]
 
 
 @njit(cache=True)
@@ -134,3 +134,14 @@ def count_above(
             if above >= k:
                 break
     return above
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel now, for a process that wants its first event to
+    cost what the others do (numba loads a kernel at its first call)."""
+    p, b = np.zeros((1, 1)), np.zeros(1)
+    vdot(p[0], p[0])
+    implicit_step(p, p, b, 0, 0, 1.0, 1.0, 0.0, 0.0)
+    rating_step(p, p, b, b, 0, 0, 1.0, 0.0, 1, True, 0.0, 0.0, 0.0)
+    item_logits(p, b, 1, p[0])
+    count_above(p, b, 1, p[0], 0, 1)
