@@ -542,15 +542,16 @@ def test_compiled_factor_steps_match_the_numpy_reference():
 
 def test_engagement_features_cache_is_invisible():
     """Profile features are cached by value: a hit gives what a miss computed, the caller
-    may change the dict it got, and equal values of other types (1990 and 1990.0, genres
-    in a list) are not confused."""
+    may change the dict it got, and equal values of other types (33 and 33.0, genres in a
+    list) are not confused."""
     from stream.models import click
 
     f = EngagementModel.features
     user = {"age": 33, "gender": "F", "occupation": "artist"}
     item = {"genres": ("Comedy", "Drama"), "year": 1990}
     ctx = Context(device="tv", hour=20, weekday=6)
-    click._PROFILE_FEATURES.clear()
+    click._USER_PARTS.clear()
+    click._GENRE_PARTS.clear()
     miss = f(user, item, ctx)
     miss["cf_logit"] = 3.0  # as learn_engagement adds to it
     hit = f(dict(user), dict(item), ctx)
@@ -561,6 +562,8 @@ def test_engagement_features_cache_is_invisible():
     assert "device=tv" not in f(user, item, None)
     with pytest.raises(TypeError):  # a bad profile fails as it did, cached or not
         f({"age": "33"}, None, None)
+    with pytest.raises(TypeError):
+        f({**user, "age": 33.0}, item, ctx)  # a float is no index of the age bands
 
 
 def test_count_above_counts_the_item_logits_above_a_row_up_to_k():

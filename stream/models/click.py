@@ -63,47 +63,68 @@ def _plain_sgd_log(model: linear_model.LogisticRegression) -> bool:
     )
 
 
-# Profile features by profile values (see EngagementModel.features), at most this many.
-_PROFILE_CACHE_SIZE = 65_536
-_PROFILE_FEATURES: dict[tuple[tuple[Any, ...], tuple[Any, ...]], dict[str, float]] = {}
+# Caches of EngagementModel.features, each at most this many entries: the user part by the
+# user's values, the genre part (genres and user x genre crosses) by the user's feature
+# names and the genres. Both domains are small (demographics, genre sets), so most events
+# hit and build no string.
+_CACHE_SIZE = 65_536
+_USER_PARTS: dict[tuple[Any, ...], tuple[dict[str, float], str | None, str | None, str | None]] = {}
+_GENRE_PARTS: dict[tuple[Any, ...], dict[str, float]] = {}
+_NO_USER: tuple[dict[str, float], None, None, None] = ({}, None, None, None)
 
 
-def _profile_features(
-    user: Mapping[str, Any] | None, item: Mapping[str, Any] | None
-) -> dict[str, float]:
-    """The features of :meth:`EngagementModel.features` that depend on the profiles only."""
+def _user_part(
+    user: Mapping[str, Any],
+) -> tuple[dict[str, float], str | None, str | None, str | None]:
+    """The user's features and the names the crosses start with (age, gender, occupation)."""
     x: dict[str, float] = {}
     age_f = gender_f = occ_f = None
-    if user:
-        age = user.get("age")
-        if age is not None and 0 <= age <= 120:
-            age_f = "age=" + _AGE_BANDS[age]
-            x[age_f] = 1.0
-        gender = user.get("gender")
-        if gender:
-            gender_f = "gender=" + gender
-            x[gender_f] = 1.0
-        occupation = user.get("occupation")
-        if occupation:
-            occ_f = "occ=" + occupation
-            x[occ_f] = 1.0
-    if item:
-        genres = item.get("genres")
-        if genres:
-            w = 1.0 / sqrt(len(genres))
-            for genre in genres:
-                genre_f = "genre=" + genre
-                x[genre_f] = w
-                if age_f:
-                    x[age_f + "|" + genre_f] = w
-                if gender_f:
-                    x[gender_f + "|" + genre_f] = w
-                if occ_f:
-                    x[occ_f + "|" + genre_f] = w
-        year = item.get("year")
-        if year is not None:
-            x[f"decade={year // 10 * 10}s"] = 1.0
+    age = user.get("age")
+    if age is not None and 0 <= age <= 120:
+        age_f = "age=" + _AGE_BANDS[age]
+        x[age_f] = 1.0
+    gender = user.get("gender")
+    if gender:
+        gender_f = "gender=" + gender
+        x[gender_f] = 1.0
+    occupation = user.get("occupation")
+    if occupation:
+        occ_f = "occ=" + occupation
+        x[occ_f] = 1.0
+    return x, age_f, gender_f, occ_f
+
+
+def _genre_part(
+    genres: Any, age_f: str | None, gender_f: str | None, occ_f: str | None
+) -> dict[str, float]:
+    """Each genre and its crosses with the user's features, weighing 1/sqrt(n_genres)."""
+    x: dict[str, float] = {}
+    w = 1.0 / sqrt(len(genres))
+    for genre in genres:
+        genre_f = "genre=" + genre
+        x[genre_f] = w
+        if age_f:
+            x[age_f + "|" + genre_f] = w
+        if gender_f:
+            x[gender_f + "|" + genre_f] = w
+        if occ_f:
+            x[occ_f + "|" + genre_f] = w
     return x
+
+
+def _cached(cache: dict[Any, Any], key: tuple[Any, ...], build: Any, *args: Any) -> Any:
+    """``cache[key]``, built by ``build(*args)`` on a miss; an unhashable key (a list among
+    the values) is built and not kept. The cache is emptied when full."""
+    try:
+        value = cache.get(key)
+    except TypeError:
+        return build(*args)
+    if value is None:
+        value = build(*args)
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()  # bounded; refilled by the profiles still active
+        cache[key] = value
+    return value
 
 
 class EngagementModel:
@@ -148,32 +169,23 @@ class EngagementModel:
         ``year``. Genres (and their crosses) weigh ``1/sqrt(n_genres)`` so multi-genre items
         do not get a larger norm. A fresh dict each call (the caller may add to it).
         """
-        # The profile part (the user x genre crosses are most of the work) is the same for
-        # every event of a pair of profiles: built once per distinct profile values. Types
-        # are part of the key: 1990 and 1990.0 are equal keys but name different decades.
+        # Types are part of the user key: an age of 33 and 33.0 are equal keys, but only
+        # one is a valid index of the age bands.
         if user:
             age = user.get("age")
-            ukey: tuple[Any, ...] = (age, type(age), user.get("gender"), user.get("occupation"))
+            ukey = (age, type(age), user.get("gender"), user.get("occupation"))
+            ux, age_f, gender_f, occ_f = _cached(_USER_PARTS, ukey, _user_part, user)
         else:
-            ukey = ()
+            ux, age_f, gender_f, occ_f = _NO_USER
+        x = ux.copy()
         if item:
+            genres = item.get("genres")
+            if genres:
+                gkey = (age_f, gender_f, occ_f, genres)
+                x.update(_cached(_GENRE_PARTS, gkey, _genre_part, genres, age_f, gender_f, occ_f))
             year = item.get("year")
-            ikey: tuple[Any, ...] = (item.get("genres"), year, type(year))
-        else:
-            ikey = ()
-        key = (ukey, ikey)
-        cacheable = True
-        try:
-            base = _PROFILE_FEATURES.get(key)
-        except TypeError:  # unhashable values (genres in a list): not cached
-            base, cacheable = None, False
-        if base is None:
-            base = _profile_features(user, item)
-            if cacheable:
-                if len(_PROFILE_FEATURES) >= _PROFILE_CACHE_SIZE:
-                    _PROFILE_FEATURES.clear()  # bounded; refilled by the pairs still active
-                _PROFILE_FEATURES[key] = base
-        x = base.copy()
+            if year is not None:
+                x[f"decade={year // 10 * 10}s"] = 1.0
         if context is not None:
             if context.device is not None:
                 x["device=" + context.device] = 1.0
