@@ -26,10 +26,18 @@ def stream() -> list[bytes | None]:
 def test_process_batch_is_process_per_message(batch: int) -> None:
     raws = stream()
     one, many = FeedbackLearner(Settings()), FeedbackLearner(Settings())
-    expected = [one.process(raw) for raw in raws]
-    got = []
+    expected, kept = [], []  # kept: message numbers admitted, as the consumer archives them
+    for raw in raws:
+        applied = one.counts.applied
+        expected.append(one.process(raw))
+        if one.counts.applied != applied:
+            kept.append(one.counts.consumed - 1)
+    got, admitted = [], []
     for start in range(0, len(raws), batch):
-        got += many.process_batch(raws[start : start + batch])
+        first, positions = many.counts.consumed, []
+        got += many.process_batch(raws[start : start + batch], positions)
+        admitted += [first + k for k in positions]
     assert got == expected and sum(r is not None for r in got) >= 3
+    assert admitted == kept and len(kept) < len(raws) - 3  # drops and rejects not kept
     assert many.state_equal(one) and many.counts.reconciles()
     assert many.counts.duplicates >= 1 and many.timeline == one.timeline
