@@ -461,3 +461,120 @@ def test_engagement_prediction_is_pure_and_replay_is_identical():
     assert len(a.weights) == n_weights and restored == a
     cfg = ModelConfig(engagement_learning_rate=0.3)
     assert EngagementModel.from_config(cfg).learning_rate == 0.3
+
+
+def test_engagement_predict_learn_matches_river_step_for_step():
+    """The fast path takes River's own step: bit-identical probabilities, weights and
+    intercept to predict_proba_one then learn_one, including brand-new features and large
+    logits (learning rate 5 drives |w . x| past River's sigmoid and gradient cut-offs)."""
+    for lr in (0.05, 5.0):
+        fast, river = EngagementModel(learning_rate=lr), EngagementModel(learning_rate=lr)
+        extremes = 0
+        for k, (user, item, ctx, clicked) in enumerate(engagement_data(seed=9, n=3000)):
+            x = EngagementModel.features(user, item, ctx)
+            x["cf_logit"] = (k % 17 - 8) * 1.1  # a dense real-valued feature, as stacked
+            expected = river.predict_proba(x)
+            river.learn(x, clicked)
+            assert fast.predict_learn(dict(x), clicked, score=k % 5 != 0) == (
+                expected if k % 5 != 0 else None
+            )
+            extremes += abs(river.model._raw_dot_one(x)) > 18.0
+        assert fast.state_equal(river) and fast.n_learned == river.n_learned == 3000
+        assert lr < 1.0 or extremes > 0  # the large-logit branches were exercised
+
+
+def test_engagement_predict_learn_falls_back_for_other_configurations():
+    from river import optim
+
+    fast, river = EngagementModel(), EngagementModel()
+    for m in (fast, river):
+        m.model.optimizer = optim.Adam(0.05)
+    for user, item, ctx, clicked in engagement_data(seed=3, n=300):
+        x = EngagementModel.features(user, item, ctx)
+        expected = river.predict_proba(x)
+        river.learn(x, clicked)
+        assert fast.predict_learn(x, clicked) == expected
+    assert fast.state_equal(river)
+
+
+def test_compiled_factor_steps_match_the_numpy_reference():
+    """The compiled steps are the numpy code they replaced, operation for operation: the
+    same tables after a stream of updates (sigmoid saturation and both signs included),
+    with step_pair as the reference vector update."""
+    from stream.models.factors import step_pair
+    from stream.models.kernels import implicit_step, rating_step
+
+    rng = np.random.default_rng(11)
+    p, q = rng.normal(0.0, 2.0, (5, 8)), rng.normal(0.0, 2.0, (7, 8))
+    ub, ib = rng.normal(0.0, 1.0, 5), rng.normal(0.0, 1.0, 7)
+    rp, rq, rub, rib = p.copy(), q.copy(), ub.copy(), ib.copy()
+    start = p.copy()
+    mean = 0.0
+    for n in range(1, 2001):
+        u, i = int(rng.integers(5)), int(rng.integers(7))
+        if n % 2:
+            target, weight = float(rng.integers(2)), float(rng.uniform(0.1, 3.0))
+            s = implicit_step(p, q, ib, u, i, target, weight, 0.3, 0.01)
+            x = rib[i] + float(rp[u].dot(rq[i]))
+            expected = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+            assert s == pytest.approx(expected, rel=1e-12, abs=1e-300)
+            g = (expected - target) * weight
+            rib[i] = rib[i] - 0.3 * (g + 0.01 * rib[i])
+            step_pair(rp[u], rq[i], -0.3 * g, 1.0 - 0.3 * 0.01)
+        else:
+            rating = float(rng.integers(1, 6))
+            predicted, new_mean = rating_step(
+                p, q, ub, ib, u, i, rating, mean, n // 2, n % 4 == 0, 0.02, 0.01, 0.05
+            )
+            bu, bi, dot = rub[u], rib[i], float(rp[u].dot(rq[i]))
+            expected = mean + bu + bi + (dot if n % 4 == 0 else 0.0)
+            assert predicted == pytest.approx(expected, rel=1e-12)
+            mean = mean + (rating - mean) / (n // 2)
+            assert new_mean == mean
+            err = rating - (mean + bu + bi + dot)
+            rub[u] = bu + 0.01 * (err - 0.05 * bu)
+            rib[i] = bi + 0.01 * (err - 0.05 * bi)
+            step_pair(rp[u], rq[i], 0.02 * err, 1.0 - 0.02 * 0.05)
+    for mine, ref in ((p, rp), (q, rq), (ub, rub), (ib, rib)):
+        np.testing.assert_allclose(mine, ref, rtol=1e-9, atol=1e-12)
+    assert np.abs(p - start).max() > 0.1  # the steps moved the vectors
+
+
+def test_engagement_features_cache_is_invisible():
+    """Profile features are cached by value: a hit gives what a miss computed, the caller
+    may change the dict it got, and equal values of other types (33 and 33.0, genres in a
+    list) are not confused."""
+    from stream.models import click
+
+    f = EngagementModel.features
+    user = {"age": 33, "gender": "F", "occupation": "artist"}
+    item = {"genres": ("Comedy", "Drama"), "year": 1990}
+    ctx = Context(device="tv", hour=20, weekday=6)
+    click._USER_PARTS.clear()
+    click._GENRE_PARTS.clear()
+    miss = f(user, item, ctx)
+    miss["cf_logit"] = 3.0  # as learn_engagement adds to it
+    hit = f(dict(user), dict(item), ctx)
+    assert "cf_logit" not in hit and hit == {k: v for k, v in miss.items() if k != "cf_logit"}
+    assert list(hit) == [k for k in miss if k != "cf_logit"]  # same order: same sums
+    assert "decade=1990.0s" in f(user, {**item, "year": 1990.0}, None)
+    assert f(user, {**item, "genres": ["Comedy", "Drama"]}, ctx) == hit
+    assert "device=tv" not in f(user, item, None)
+    with pytest.raises(TypeError):  # a bad profile fails as it did, cached or not
+        f({"age": "33"}, None, None)
+    with pytest.raises(TypeError):
+        f({**user, "age": 33.0}, item, ctx)  # a float is no index of the age bands
+
+
+def test_count_above_counts_the_item_logits_above_a_row_up_to_k():
+    from stream.models.kernels import count_above, item_logits
+
+    rng = np.random.default_rng(5)
+    q, b, pu = rng.normal(size=(300, 8)), rng.normal(size=300), rng.normal(size=8)
+    q[7], b[7] = q[3], b[3]  # a tie: not above
+    logits = item_logits(q, b, 250, pu)
+    np.testing.assert_allclose(logits, q[:250] @ pu + b[:250], rtol=1e-12, atol=1e-12)
+    for j in (0, 3, 7, 100, 249):
+        above = int(np.count_nonzero(logits > logits[j]))
+        for k in (1, 10, 1000):
+            assert count_above(q, b, 250, pu, j, k) == min(above, k)

@@ -132,6 +132,32 @@ class FeedbackLearner:
         self.learn(event)  # type: ignore[arg-type]  # an admitted event
         return None
 
+    def process_batch(
+        self, values: list[bytes | None], admitted: list[int] | None = None
+    ) -> list[Rejection | None]:
+        """:meth:`process` of each value in order: one result per value (a
+        :class:`Rejection` for the dead letters, else None), the same state after.
+
+        With ``admitted``, the positions in ``values`` of the admitted messages (the ones an
+        archive keeps) are appended to it; each message counts as consumed, so the k-th
+        value is message number ``counts.consumed`` (before the call) ``+ k``. The entry
+        point of a consumer that polls in batches: the lookups are done once per batch.
+        """
+        admit_raw = self.admission.admit_raw
+        learn = self.learn
+        out: list[Rejection | None] = []
+        append = out.append
+        for k, raw in enumerate(values):
+            event = admit_raw(raw)
+            if event is None or event.__class__ is Rejection:
+                append(event)  # type: ignore[arg-type]  # None or a Rejection
+            else:
+                learn(event)  # type: ignore[arg-type]  # an admitted event
+                append(None)
+                if admitted is not None:
+                    admitted.append(k)
+        return out
+
     def apply(self, event: Event) -> Rejection | None:
         """Apply one validated event (counted as consumed)."""
         admitted = self.admission.admit(event)

@@ -76,6 +76,10 @@ class _FrozenEngagement:
     def learn(self, x: dict[str, float], clicked: bool) -> None:
         pass
 
+    def predict_learn(self, x: dict[str, float], clicked: bool, score: bool = True) -> float | None:
+        # Every way the bundle makes the click model learn is stopped here.
+        return self._model.predict_proba(x) if score else None
+
 
 def train_window(
     bundle: ModelBundle,

@@ -99,9 +99,7 @@ class ModelBundle:
         # Stacking: the implicit model's pre-learning score is a feature, so the click
         # model combines per-user taste with demographics, content and context.
         x["cf_logit"] = _logit(cf)
-        p = self.engagement.predict_proba(x) if score else None
-        self.engagement.learn(x, clicked)
-        return p
+        return self.engagement.predict_learn(x, clicked, score)
 
     def predict_rating(
         self, e: RatingEvent, user: Mapping[str, Any] | None, item: Mapping[str, Any] | None

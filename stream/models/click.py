@@ -25,10 +25,12 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import sqrt
+from math import exp, sqrt
 from typing import Any
 
 from river import linear_model, optim
+from river.utils import VectorDict
+from river.utils.math import sigmoid as _river_sigmoid
 
 from stream.config import ModelConfig
 from stream.events import Context
@@ -41,6 +43,88 @@ __all__ = ["EngagementModel"]
 _PARTS_OF_DAY: tuple[str, ...] = (
     ("hour=night",) * 6 + ("hour=morning",) * 6 + ("hour=afternoon",) * 6 + ("hour=evening",) * 6
 )
+
+
+def _plain_sgd_log(model: linear_model.LogisticRegression) -> bool:
+    """Whether ``model`` is the configuration :meth:`EngagementModel.predict_learn`
+    reproduces: log loss with unit class weights, plain SGD at a constant rate, a constant
+    intercept rate, no L1/L2 penalty, zero initial weights."""
+    loss, opt = model.loss, model.optimizer
+    return (
+        type(loss) is optim.losses.Log
+        and loss.weight_pos == 1.0
+        and loss.weight_neg == 1.0
+        and type(opt) is optim.SGD
+        and type(opt.lr) is optim.schedulers.Constant
+        and type(model.intercept_lr) is optim.schedulers.Constant
+        and model.l1 == 0
+        and model.l2 == 0
+        and type(model.initializer) is optim.initializers.Zeros
+    )
+
+
+# Caches of EngagementModel.features, each at most this many entries: the user part by the
+# user's values, the genre part (genres and user x genre crosses) by the user's feature
+# names and the genres. Both domains are small (demographics, genre sets), so most events
+# hit and build no string.
+_CACHE_SIZE = 65_536
+_USER_PARTS: dict[tuple[Any, ...], tuple[dict[str, float], str | None, str | None, str | None]] = {}
+_GENRE_PARTS: dict[tuple[Any, ...], dict[str, float]] = {}
+_NO_USER: tuple[dict[str, float], None, None, None] = ({}, None, None, None)
+
+
+def _user_part(
+    user: Mapping[str, Any],
+) -> tuple[dict[str, float], str | None, str | None, str | None]:
+    """The user's features and the names the crosses start with (age, gender, occupation)."""
+    x: dict[str, float] = {}
+    age_f = gender_f = occ_f = None
+    age = user.get("age")
+    if age is not None and 0 <= age <= 120:
+        age_f = "age=" + _AGE_BANDS[age]
+        x[age_f] = 1.0
+    gender = user.get("gender")
+    if gender:
+        gender_f = "gender=" + gender
+        x[gender_f] = 1.0
+    occupation = user.get("occupation")
+    if occupation:
+        occ_f = "occ=" + occupation
+        x[occ_f] = 1.0
+    return x, age_f, gender_f, occ_f
+
+
+def _genre_part(
+    genres: Any, age_f: str | None, gender_f: str | None, occ_f: str | None
+) -> dict[str, float]:
+    """Each genre and its crosses with the user's features, weighing 1/sqrt(n_genres)."""
+    x: dict[str, float] = {}
+    w = 1.0 / sqrt(len(genres))
+    for genre in genres:
+        genre_f = "genre=" + genre
+        x[genre_f] = w
+        if age_f:
+            x[age_f + "|" + genre_f] = w
+        if gender_f:
+            x[gender_f + "|" + genre_f] = w
+        if occ_f:
+            x[occ_f + "|" + genre_f] = w
+    return x
+
+
+def _cached(cache: dict[Any, Any], key: tuple[Any, ...], build: Any, *args: Any) -> Any:
+    """``cache[key]``, built by ``build(*args)`` on a miss; an unhashable key (a list among
+    the values) is built and not kept. The cache is emptied when full."""
+    try:
+        value = cache.get(key)
+    except TypeError:
+        return build(*args)
+    if value is None:
+        value = build(*args)
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()  # bounded; refilled by the profiles still active
+        cache[key] = value
+    return value
 
 
 class EngagementModel:
@@ -58,6 +142,9 @@ class EngagementModel:
     >>> m.predict_proba(x) < 0.5
     True
     """
+
+    # Whether predict_learn may take its fast path (see _plain_sgd_log); None: not checked.
+    _fast: bool | None = None
 
     def __init__(self, learning_rate: float = 0.05) -> None:
         self.learning_rate = learning_rate
@@ -80,36 +167,22 @@ class EngagementModel:
 
         ``user`` has keys ``age``, ``gender``, ``occupation``; ``item`` has ``genres`` and
         ``year``. Genres (and their crosses) weigh ``1/sqrt(n_genres)`` so multi-genre items
-        do not get a larger norm.
+        do not get a larger norm. A fresh dict each call (the caller may add to it).
         """
-        x: dict[str, float] = {}
-        age_f = gender_f = occ_f = None
+        # Types are part of the user key: an age of 33 and 33.0 are equal keys, but only
+        # one is a valid index of the age bands.
         if user:
             age = user.get("age")
-            if age is not None and 0 <= age <= 120:
-                age_f = "age=" + _AGE_BANDS[age]
-                x[age_f] = 1.0
-            gender = user.get("gender")
-            if gender:
-                gender_f = "gender=" + gender
-                x[gender_f] = 1.0
-            occupation = user.get("occupation")
-            if occupation:
-                occ_f = "occ=" + occupation
-                x[occ_f] = 1.0
+            ukey = (age, type(age), user.get("gender"), user.get("occupation"))
+            ux, age_f, gender_f, occ_f = _cached(_USER_PARTS, ukey, _user_part, user)
+        else:
+            ux, age_f, gender_f, occ_f = _NO_USER
+        x = ux.copy()
         if item:
             genres = item.get("genres")
             if genres:
-                w = 1.0 / sqrt(len(genres))
-                for genre in genres:
-                    genre_f = "genre=" + genre
-                    x[genre_f] = w
-                    if age_f:
-                        x[age_f + "|" + genre_f] = w
-                    if gender_f:
-                        x[gender_f + "|" + genre_f] = w
-                    if occ_f:
-                        x[occ_f + "|" + genre_f] = w
+                gkey = (age_f, gender_f, occ_f, genres)
+                x.update(_cached(_GENRE_PARTS, gkey, _genre_part, genres, age_f, gender_f, occ_f))
             year = item.get("year")
             if year is not None:
                 x[f"decade={year // 10 * 10}s"] = 1.0
@@ -130,6 +203,43 @@ class EngagementModel:
         """One SGD step on the log loss."""
         self.model.learn_one(x, clicked)
         self.n_learned += 1
+
+    def predict_learn(self, x: dict[str, float], clicked: bool, score: bool = True) -> float | None:
+        """:meth:`predict_proba` (if ``score``) then :meth:`learn`, with the same results.
+
+        The hot path of the consumer: River's ``predict_proba_one`` and ``learn_one`` each
+        compute ``w . x``; this computes it once and takes River's own SGD step on River's
+        weights (the same Rust vector operations in the same order), so the weights are
+        bit-identical to ``learn_one``'s. Configurations it does not reproduce (another
+        loss, optimizer, schedule or penalty) go through River's methods.
+        """
+        model = self.model
+        fast = self._fast
+        if fast is None:  # checked once (and once after unpickling an older model)
+            fast = self._fast = _plain_sgd_log(model)
+        if not fast:
+            p = self.predict_proba(x) if score else None
+            self.learn(x, clicked)
+            return p
+        weights = model._weights
+        raw = weights.dot(x) + model.intercept
+        p = float(_river_sigmoid(raw)) if score else None
+        # optim.losses.Log.gradient with unit class weights, y in {-1, 1}
+        y = 1 if clicked else -1
+        z = raw * y
+        if z > 18.0:
+            g = 1.0 * exp(-z) * -y
+        elif z < -18.0:
+            g = 1.0 * -y
+        else:
+            g = 1.0 * -y / (exp(z) + 1.0)
+        g = float(max(-model.clip_gradient, min(g * 1.0, model.clip_gradient)))
+        optimizer = model.optimizer
+        model.intercept -= model.intercept_lr.get(optimizer.n_iterations) * g
+        weights.isub_scaled(VectorDict.from_scaled(x, g), optimizer.learning_rate)
+        optimizer.n_iterations += 1
+        self.n_learned += 1
+        return p
 
     @property
     def weights(self) -> dict[str, float]:

@@ -4,7 +4,7 @@ A :class:`FactorTable` holds a factor vector and a bias per id in rows (dict id 
 arrays grown by doubling), so a step costs a couple of dict lookups and a handful of small
 numpy ops. :class:`FactorModel` is the base of :class:`~stream.models.rating_mf.OnlineMF` and
 :class:`~stream.models.implicit_mf.ImplicitMF`; :func:`step_pair` is their common factor
-update.
+update (compiled in :mod:`stream.models.kernels`).
 
 Initial vectors come from chunks of rows drawn by ``numpy.random.default_rng((seed,
 stream, chunk))``: the start vector of the n-th id added depends only on the seed and n,
@@ -342,8 +342,9 @@ def step_pair(pu: np.ndarray, qi: np.ndarray, step: float, decay: float) -> None
     """One SGD step of a user and an item vector, in place (``pu``, ``qi`` are row views).
 
     ``p += lr (g q - reg p)`` written as ``p = decay p + step q`` with ``decay = 1 - lr reg``
-    and ``step = lr g``; ``q`` moves with the old ``p``. Both models call this one function,
-    so the floating-point order of operations (and so the replayed bits) is the same.
+    and ``step = lr g``; ``q`` moves with the old ``p``. The models' compiled steps
+    (:mod:`stream.models.kernels`) do exactly these operations in this order; this is their
+    reference (and the step of any caller without a row index).
     """
     pu_old = pu.copy()
     pu *= decay

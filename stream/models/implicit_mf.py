@@ -33,7 +33,8 @@ import numpy as np
 
 from stream.config import ModelConfig
 from stream.models.cold_start import item_keys, user_keys
-from stream.models.factors import FactorModel, FactorTable, step_pair
+from stream.models.factors import FactorModel, FactorTable
+from stream.models.kernels import count_above, implicit_step, item_logits, vdot
 
 __all__ = ["ImplicitMF", "top_rows"]
 
@@ -147,7 +148,7 @@ class ImplicitMF(FactorModel):
             return 0.5
         x = item[0]
         if user is not None:
-            x += float(user[1].dot(item[1]))
+            x += vdot(user[1], item[1])
         return _sigmoid(x)
 
     def update(
@@ -169,18 +170,19 @@ class ImplicitMF(FactorModel):
         """
         users, items = self._users, self._items
         u, i, informed = self._rows(user_id, item_id, user_profile, item_profile)
-        pu = users.vectors[u]  # views: the in-place ops below write the model
-        qi = items.vectors[i]
-        bi_arr = items.biases
-        bi = bi_arr.item(i)
-        s = _sigmoid(bi + float(pu.dot(qi)))
+        bi = items.biases.item(i)  # for an uninformed pair's score
+        s = implicit_step(
+            users.vectors,
+            items.vectors,
+            items.biases,
+            u,
+            i,
+            target,
+            weight,
+            self.learning_rate,
+            self.regularization,
+        )
         n = self.n_updates = self.n_updates + 1
-
-        g = (s - target) * weight  # d(weighted log loss)/d(logit)
-        lr = self.learning_rate
-        reg = self.regularization
-        bi_arr[i] = bi - lr * (g + reg * bi)
-        step_pair(pu, qi, -lr * g, 1.0 - lr * reg)
         users.counts[u] += 1
         items.counts[i] += 1
         up = self._user_priors
@@ -196,9 +198,7 @@ class ImplicitMF(FactorModel):
         if u is None:
             # Zero user factors: the item bias alone, a popularity proxy.
             return items.biases[:n].copy()
-        logits = items.vectors[:n] @ users.vectors[u]
-        logits += items.biases[:n]
-        return logits
+        return item_logits(items.vectors, items.biases, n, users.vectors[u])
 
     def top_k(self, user_id: str, k: int, exclude: frozenset[str] | None = None) -> list[str]:
         """The ``k`` known items with the highest score, best first (ties: first learned)."""
@@ -220,11 +220,17 @@ class ImplicitMF(FactorModel):
         could not have been recommended. Call before :meth:`update` for a prequential
         recall@k.
         """
-        j = self._items.index.get(item_id)
+        items = self._items
+        j = items.index.get(item_id)
         if j is None:
             return None
-        logits = self._logits(user_id)
-        return int(np.count_nonzero(logits > logits[j])) < k
+        u = self._users.index.get(user_id)
+        if u is None or k <= 0:
+            logits = self._logits(user_id)
+            return int(np.count_nonzero(logits > logits[j])) < k
+        # The logits top_k ranks by, compared one by one: no array of them per event.
+        n = len(items.ids)
+        return count_above(items.vectors, items.biases, n, self._users.vectors[u], j, k) < k
 
     def state_equal(self, other: object) -> bool:
         """Bit-identical settings, ids, item biases and factors."""

@@ -24,7 +24,8 @@ from typing import Any
 
 from stream.config import ModelConfig
 from stream.models.cold_start import item_keys, user_keys
-from stream.models.factors import CHUNK, FactorModel, FactorTable, step_pair
+from stream.models.factors import CHUNK, FactorModel, FactorTable
+from stream.models.kernels import rating_step, vdot
 
 # CHUNK, FactorModel and FactorTable stay importable from here: checkpoints pickled before
 # they moved to stream.models.factors name them by this module.
@@ -142,7 +143,7 @@ class OnlineMF(FactorModel):
         if item is not None:
             y += item[0]
             if user is not None:
-                y += float(user[1].dot(item[1]))
+                y += vdot(user[1], item[1])
         return self._clip(y)
 
     def update(
@@ -159,31 +160,24 @@ class OnlineMF(FactorModel):
         with cold start, for an id the model has not seen yet."""
         users, items = self._users, self._items
         u, i, informed = self._rows(user_id, item_id, user_profile, item_profile)
-        pu = users.vectors[u]  # views: the in-place ops below write the model
-        qi = items.vectors[i]
-        bu_arr, bi_arr = users.biases, items.biases
-        bu = bu_arr.item(u)
-        bi = bi_arr.item(i)
-        dot = float(pu.dot(qi))
-        old_mean = self.global_mean
-        predicted = old_mean + bu + bi  # same summation order as predict(): same float
-        if informed:
-            predicted += dot
-        personal = bu + bi + dot
-
         n = self.n_ratings = self.n_ratings + 1
-        mean = old_mean + (rating - old_mean) / n
-        self.global_mean = mean
         # The error is taken against the updated mean (as River's BiasedMF does), so the
         # biases learn residuals and do not soak up the early drift of the mean.
-        err = rating - (mean + personal)
-
-        reg = self.regularization
-        blr = self.bias_learning_rate
-        bu_arr[u] = bu + blr * (err - reg * bu)
-        bi_arr[i] = bi + blr * (err - reg * bi)
-        lr = self.learning_rate
-        step_pair(pu, qi, lr * err, 1.0 - lr * reg)
+        predicted, self.global_mean = rating_step(
+            users.vectors,
+            items.vectors,
+            users.biases,
+            items.biases,
+            u,
+            i,
+            float(rating),  # one compiled signature, whatever the caller passes
+            self.global_mean,
+            n,
+            informed,
+            self.learning_rate,
+            self.bias_learning_rate,
+            self.regularization,
+        )
         users.counts[u] += 1
         items.counts[i] += 1
         up = self._user_priors
