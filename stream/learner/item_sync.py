@@ -336,6 +336,14 @@ class _TableBase:
             counts[row] += dc
 
 
+def _follow_schedule(model: FactorModel, updates: int) -> None:
+    """Move the cold-start refresh point by the updates a delta added to the model's count,
+    so priors are still recomputed every so many *local* updates (not k times as often)."""
+    for priors in (model._user_priors, model._item_priors):
+        if priors is not None:
+            priors.next_refresh += updates
+
+
 class ItemSync:
     """Takes this learner's item-side changes as deltas and applies other tasks' deltas.
 
@@ -480,6 +488,8 @@ class ItemSync:
             )
         models.implicit.n_updates += delta.implicit_n
         self._implicit_n += delta.implicit_n
+        _follow_schedule(models.rating, delta.rating_n)
+        _follow_schedule(models.implicit, delta.implicit_n)
         engagement = models.engagement
         engagement.n_learned += delta.click_n
         self._click_n += delta.click_n
