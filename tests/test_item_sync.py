@@ -235,14 +235,20 @@ def test_item_start_vectors_come_from_the_id() -> None:
 
 
 def test_a_swap_starts_a_new_base() -> None:
-    parts = split(CFG, 2000, 2)
+    parts = split(CFG, 2000, 2, items_everywhere=True)
     a = FeedbackLearner(Settings())
     sync = a.share_items(0)
     for e in parts[0]:
         a.apply(e)
-    fresh = FeedbackLearner(Settings()).models
-    a.swap(fresh, version=1, catch_up=[])
+    assert sync.take() is not None
+    trained = FeedbackLearner(Settings())
+    for e in parts[1]:
+        trained.apply(e)
+    a.swap(trained.models, version=1, catch_up=[])
     assert sync.take() is None  # the swapped-in bundle is not sent as a change
+    a.apply(parts[0][-1].model_copy(update={"event_id": "again"}))
+    delta = sync.take()
+    assert delta is not None and delta.implicit_n + delta.rating_n == 1
 
 
 @pytest.mark.slow

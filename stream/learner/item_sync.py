@@ -366,11 +366,12 @@ class ItemSync:
         self.seq = 0
         # Per source, the sequence number of the last delta applied.
         self.applied: dict[int, int] = {}
-        self._rebase()
+        self.rebase()
 
-    def _rebase(self) -> None:
-        """Take the learner's current shared state as the base (at the start, and after a
-        swap replaced the models: what the new bundle holds is not sent)."""
+    def rebase(self) -> None:
+        """Take the learner's current shared state as the base (at the start, and when a
+        swap replaced the models: what the new bundle holds is not sent; the learner calls
+        this at a swap, and take/apply do if they find other models)."""
         learner = self.learner
         models = learner.models
         self._rating = _TableBase(models.rating, self.source)
@@ -383,8 +384,11 @@ class ItemSync:
         self._click_intercept = models.engagement.intercept
         self._click_n = models.engagement.n_learned
         self._popularity = dict(learner.interactions.popularity)
-        # Identity, not equality: a stored profile is replaced, never changed in place.
-        self._profiles = dict(learner.items)
+        # Item profiles admission stores from now on (profiles are rare: a list append);
+        # kept across a swap, which does not change profiles.
+        profiles = learner.admission.profiles
+        if profiles.item_log is None:
+            profiles.item_log = []
 
     def _check_models(self) -> None:
         models = self.learner.models
@@ -393,7 +397,7 @@ class ItemSync:
             or models.implicit is not self._implicit.model
             or models.engagement is not self._engagement
         ):
-            self._rebase()
+            self.rebase()
 
     def take(self) -> ItemDelta | None:
         """The changes since the last take or apply (None: nothing changed); they become
@@ -441,17 +445,16 @@ class ItemSync:
                 self._click_intercept += d
                 engagement.model.intercept = self._click_intercept
         base_p = self._popularity
-        changed_p = {}
-        for k, c in learner.interactions.popularity.items():
-            b = base_p.get(k, 0)
-            if c != b:
-                changed_p[k] = c - b
-                base_p[k] = c
-        delta.popularity = changed_p
-        base_profiles = self._profiles
-        changed = {k: p for k, p in learner.items.items() if base_profiles.get(k) is not p}
-        base_profiles.update(changed)
-        delta.profiles = changed
+        # A set difference of the item views: the scan runs in C, the loop only over changes.
+        moved = learner.interactions.popularity.items() - base_p.items()
+        delta.popularity = {k: c - base_p.get(k, 0) for k, c in moved}
+        base_p.update(moved)
+        profiles = learner.admission.profiles
+        log = profiles.item_log
+        if log:
+            items = profiles.items
+            delta.profiles = {k: items[k] for k in dict.fromkeys(log) if k in items}
+            log.clear()
         if delta.empty():
             return None
         self.seq += 1
@@ -472,7 +475,6 @@ class ItemSync:
             stored = dict(profile)
             profiles.items[item_id] = stored
             profiles.changed_items.add(item_id)
-            self._profiles[item_id] = stored
         items = profiles.items
         self._rating.apply(delta.rating, source, items)
         self._implicit.apply(delta.implicit, source, items)

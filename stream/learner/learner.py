@@ -389,6 +389,8 @@ class FeedbackLearner:
             bundle.learn(event, self.users, self.items)
             n += 1
         self.models = bundle
+        if self.item_sync is not None:  # the new bundle is the shared base, not a change
+            self.item_sync.rebase()
         self.drop_forgotten()
         self._track_bundle_users()
         self.evict()
