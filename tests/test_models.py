@@ -166,8 +166,8 @@ def test_online_mf_replay_is_bit_identical_and_other_streams_differ(ratings):
 def test_online_mf_initial_vectors_depend_only_on_seed_and_order():
     a, b = OnlineMF(factors=3, seed=9), OnlineMF(factors=3, seed=9)
     a.update("alice", "x", 3.0)
-    b.update("zed", "y", 3.0)
-    # Different ids learned in the same order: different models, same numbers.
+    b.update("zed", "x", 3.0)
+    # Different users learned in the same order: different models, same numbers.
     assert not a.state_equal(b)
     n = CHUNK
     assert np.array_equal(a._users.vectors[:n], b._users.vectors[:n])
@@ -181,8 +181,14 @@ def test_online_mf_initial_vectors_depend_only_on_seed_and_order():
     assert np.array_equal(c._users.vectors[1], d._users.vectors[1])
     c.update("second", "item0", 3.0)
     assert c._users.index["second"] == 1
+    # Items start from their id, whatever the order (learners of several partitions share
+    # them): item7 is row 7 of c and row 0 of e, with the same start vector.
+    e = OnlineMF(factors=3, seed=9)
+    e._items.add("item7")
+    assert np.array_equal(e._items.vectors[0], c._items.keyed_draw("item7"))
+    assert not np.array_equal(e._items.vectors[0], e._items.keyed_draw("item8"))
     # Users and items draw from different streams; another seed draws other numbers.
-    assert not np.array_equal(a._users.vectors[5], a._items.vectors[5])
+    assert not np.array_equal(a._users.vectors[5], a._items.keyed_draw("x"))
     e = OnlineMF(factors=3, seed=10)
     e.update("alice", "x", 3.0)
     assert not np.array_equal(a._users.vectors[5], e._users.vectors[5])

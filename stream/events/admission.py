@@ -230,6 +230,10 @@ class Profiles:
     (set(), set())
     """
 
+    # Item ids whose profile is new or changed, in order, while an item sync listens (None:
+    # nobody does; a class default, so profiles pickled before it existed load without).
+    item_log: list[str] | None = None
+
     def __init__(self, vocabulary_size: int = DEFAULT_LIMITS.max_vocabulary) -> None:
         self.genres = Vocabulary(vocabulary_size)
         self.genders = Vocabulary(vocabulary_size)
@@ -256,6 +260,8 @@ class Profiles:
             item = {"genres": self.genres.admit_all(e.genres), "year": e.year}
             if self.items.get(e.item_id) != item:
                 self.changed_items.add(e.item_id)
+                if self.item_log is not None:
+                    self.item_log.append(e.item_id)
             self.items[e.item_id] = item
 
     def drop_user(self, user_id: str) -> None:

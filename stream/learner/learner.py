@@ -53,6 +53,7 @@ from stream.events import (
     Rejection,
 )
 from stream.learner.interactions import Interactions
+from stream.learner.item_sync import ItemSync
 from stream.learner.users import eviction_trigger
 from stream.lifecycle import ModelLifecycle
 from stream.models import ModelBundle
@@ -65,6 +66,10 @@ TIMELINE_EVERY = 2000
 
 class FeedbackLearner:
     """Applies feedback events to the online models and keeps prequential scores."""
+
+    # Sharing of the item side with the learners of other partitions (None: not shared;
+    # a class default, so learners pickled before it existed load unshared).
+    item_sync: ItemSync | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.limits = settings.limits
@@ -122,6 +127,15 @@ class FeedbackLearner:
     @property
     def items(self) -> dict[str, dict[str, Any]]:
         return self._profiles.items
+
+    def share_items(self, source: int, click_scale: float = 1.0) -> ItemSync:
+        """Start sharing the item side (item rows, global statistics, click model,
+        popularity, item profiles) with other tasks as deltas, this task named ``source``
+        (see :mod:`stream.learner.item_sync`); what it holds now is taken as shared."""
+        sync = self.item_sync
+        if sync is None or sync.source != source or sync.click_scale != click_scale:
+            sync = self.item_sync = ItemSync(self, source, click_scale)
+        return sync
 
     # -- entry points -------------------------------------------------------------------
     def process(self, raw: bytes | None) -> Rejection | None:
@@ -401,6 +415,8 @@ class FeedbackLearner:
             bundle.learn(event, self.users, self.items)
             n += 1
         self.models = bundle
+        if self.item_sync is not None:  # the new bundle is the shared base, not a change
+            self.item_sync.rebase()
         self.drop_forgotten()
         self._track_bundle_users()
         self.evict()

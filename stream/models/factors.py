@@ -8,7 +8,11 @@ update (compiled in :mod:`stream.models.kernels`).
 
 Initial vectors come from chunks of rows drawn by ``numpy.random.default_rng((seed,
 stream, chunk))``: the start vector of the n-th id added depends only on the seed and n,
-so replaying the same stream rebuilds the same model bit for bit. Removing ids
+so replaying the same stream rebuilds the same model bit for bit. A *keyed* table (the item
+tables) draws each id's start vector from the id itself, ``default_rng((seed, stream,
+id_key(id)))``, so every learner that adds the id starts it from the same vector whatever
+order it met the ids in (what lets learners of several partitions share one item model by
+exchanging deltas, :mod:`stream.learner.item_sync`). Removing ids
 (:meth:`FactorTable.remove`: a forgotten or evicted user) compacts the rows; the ids added
 after it start from the draws that follow the last one used, so a replay of the same stream
 with the same removals still rebuilds the same model.
@@ -23,19 +27,29 @@ with the same removals still rebuilds the same model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
 
 from stream.models.cold_start import Priors, item_keys, user_keys
 
-__all__ = ["CHUNK", "FactorModel", "FactorTable", "step_pair"]
+__all__ = ["CHUNK", "FactorModel", "FactorTable", "id_key", "step_pair"]
 
 # user_keys or item_keys: the cold-start keys of a profile.
 KeysOf = Callable[[Mapping[str, Any] | None], tuple[str, ...]]
 
 CHUNK = 1024
 """Rows of initial vectors drawn at once (and the initial capacity of a table)."""
+
+
+def id_key(id_: str) -> int:
+    """A stable 64-bit key of an id (blake2b, not ``hash()``, which is salted per process).
+
+    >>> id_key("i1") == id_key("i1"), id_key("i1") == id_key("i2"), id_key("") < 2**64
+    (True, False, True)
+    """
+    return int.from_bytes(blake2b(id_.encode(), digest_size=8).digest(), "little")
 
 
 class FactorTable:
@@ -57,8 +71,16 @@ class FactorTable:
     # Rows removed so far (class default: tables pickled before removals existed had none).
     # The start vector of a new row is draw number ``row + removed``.
     removed: int = 0
+    # Start vectors drawn from the id (class default: tables pickled before were not keyed).
+    keyed: bool = False
+    # Rows started since the last drain, with their start (bias, vector), while an item
+    # sync listens (None: nobody does, nothing is recorded).
+    started: list[tuple[int, float, np.ndarray]] | None = None
 
-    def __init__(self, factors: int, init_scale: float, seed: int, stream: int) -> None:
+    def __init__(
+        self, factors: int, init_scale: float, seed: int, stream: int, keyed: bool = False
+    ) -> None:
+        self.keyed = keyed
         self.factors = factors
         self.init_scale = init_scale
         self.seed = seed
@@ -80,13 +102,20 @@ class FactorTable:
         row = len(self.ids)
         if row == len(self.biases):
             self._grow(2 * row)
-        if row % CHUNK == 0:
+        if self.keyed:
+            self.vectors[row] = self.keyed_draw(id_)
+        elif row % CHUNK == 0:
             # Fill the whole chunk now so later adds are just a dict insert.
             self.vectors[row : row + CHUNK] = self._draws(row + self.removed, CHUNK)
         self.index[id_] = row
         self.ids.append(id_)
         self.counts.append(0)
         return row
+
+    def keyed_draw(self, id_: str) -> np.ndarray:
+        """The start vector a keyed table gives ``id_`` (the same in every process)."""
+        rng = np.random.default_rng((self.seed, self.stream, id_key(id_)))
+        return rng.normal(0.0, self.init_scale, size=self.factors)
 
     def _chunk(self, number: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, self.stream, number))
@@ -153,8 +182,15 @@ class FactorTable:
         """Same settings, same ids in the same order and bit-identical rows."""
         n = len(self.ids)
         return (
-            (self.factors, self.init_scale, self.seed, self.stream, self.removed)
-            == (other.factors, other.init_scale, other.seed, other.stream, other.removed)
+            (self.factors, self.init_scale, self.seed, self.stream, self.removed, self.keyed)
+            == (
+                other.factors,
+                other.init_scale,
+                other.seed,
+                other.stream,
+                other.removed,
+                other.keyed,
+            )
             and self.ids == other.ids
             and self.counts == other.counts
             and np.array_equal(self.vectors[:n], other.vectors[:n])
@@ -268,6 +304,8 @@ class FactorModel:
             informed = (
                 self._start_row(items, self._item_priors, i, item_keys, item_profile) and informed
             )
+            if items.started is not None:  # an item sync needs the start of each new row
+                items.started.append((i, items.biases.item(i), items.vectors[i].copy()))
         return u, i, informed
 
     @staticmethod

@@ -113,7 +113,7 @@ class ImplicitMF(FactorModel):
         self.n_updates = 0
         # Streams 2 and 3 keep these start vectors apart from OnlineMF's (streams 0, 1).
         self._users = FactorTable(factors, init_scale, seed, stream=2)
-        self._items = FactorTable(factors, init_scale, seed, stream=3)
+        self._items = FactorTable(factors, init_scale, seed, stream=3, keyed=True)
         self._init_cold_start(
             cold_start, cold_start_min_updates, cold_start_refresh_every, cold_start_shrinkage
         )

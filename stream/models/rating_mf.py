@@ -90,7 +90,7 @@ class OnlineMF(FactorModel):
         self.global_mean = 0.0
         self.n_ratings = 0
         self._users = FactorTable(factors, init_scale, seed, stream=0)
-        self._items = FactorTable(factors, init_scale, seed, stream=1)
+        self._items = FactorTable(factors, init_scale, seed, stream=1, keyed=True)
         self._init_cold_start(
             cold_start, cold_start_min_updates, cold_start_refresh_every, cold_start_shrinkage
         )
