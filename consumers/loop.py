@@ -50,6 +50,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from consumers.item_exchange import ItemExchange
 from consumers.log_guard import LogGuard
 from consumers.model_control import ModelControl
 from consumers.state_stream import ModelStateStream
@@ -137,6 +138,8 @@ class FeedbackConsumer:
         # The model-state publisher, opened by run() when settings.serving.publish_state.
         self.state_stream: ModelStateStream | None = None
         self._control: ModelControl | None = None
+        # The partitions' learners share one item model through this (several partitions).
+        self._exchange: ItemExchange | None = None
         self._archive: ArchiveBuffer | None = None
         # A revoke checkpoints only while the run is healthy (see the module docstring).
         self._checkpoint_on_revoke = False
@@ -255,6 +258,9 @@ class FeedbackConsumer:
         self._checkpoint = Checkpoint(
             cfg, self.store, consumer, letters, self.faults, self._archive
         )
+        partitions = self._partition_count(consumer)
+        if partitions > 1 and cfg.share_items_every:
+            self._exchange = ItemExchange(self.settings, self.bootstrap_servers, partitions)
         consumer.subscribe(
             [topics.events],
             on_assign=self._on_assign,
@@ -270,6 +276,10 @@ class FeedbackConsumer:
             )
             self._control = control
             messages, first_at = self._consume(consumer, control, stop_at_end)
+            if self._exchange is not None and not self._stop.is_set():
+                # Stopped at the end: the learners take every delta there is, so they hold
+                # the same item model when no other consumer runs any more.
+                self._exchange.settle(self.learners)
             self._commit()
             self._final = (self.learner, self.learners)
             final_offsets = dict(self.offsets)
@@ -293,10 +303,17 @@ class FeedbackConsumer:
                 # Readable after the run, like `learner`: what the last partitions covered.
                 self.offsets.update(final_offsets)
         letters.close()
+        if self._exchange is not None:
+            self._exchange.close()
         if self.state_stream is not None:
             self.state_stream.close()
         seconds = time.perf_counter() - first_at if first_at else 0.0
         return RunResult(self.learner, messages, seconds, self.restored, self.learners)
+
+    def _partition_count(self, consumer: Consumer) -> int:
+        topic = self.settings.topics.events
+        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        return len(meta.partitions) if meta is not None and meta.partitions else 1
 
     def _partition_counts(self, partition: int) -> dict[str, Any]:
         """A partition's counts (stored with its archive files)."""
@@ -321,14 +338,19 @@ class FeedbackConsumer:
         cfg = self.settings.consumer
         state = self.state_stream
         messages, first_at = 0, 0.0
+        exchange = self._exchange
+        # Shared items: exchange at least every `share_items_every` messages.
+        size = min(cfg.batch_size, cfg.share_items_every) if exchange else cfg.batch_size
         while not self._stop.is_set():
-            batch = consumer.consume(cfg.batch_size, cfg.poll_timeout_seconds)
+            batch = consumer.consume(size, cfg.poll_timeout_seconds)
             self._guard_log(consumer, batch)
             n = 0
             if batch:
                 started = time.perf_counter()
                 first_at = first_at or started
                 n = self._apply(batch, messages)
+                if exchange is not None:
+                    exchange.add(n, self.learners)
                 messages += n
                 self._checkpoint.add(n)
                 self._track_positions(batch)
@@ -363,6 +385,34 @@ class FeedbackConsumer:
     def _apply(self, batch: list[Message], before: int) -> int:
         """Apply the batch's messages (``before`` applied earlier in this run), each to its
         partition's learner; return how many."""
+        if self.faults is not None:  # crash injection needs a hook after every message
+            return self._apply_each(batch, before)
+        letters, tasks, at_end = self._dead_letters, self.tasks, self._at_end
+        is_data = clients.is_data
+        keep = self._archive.keep if self._archive is not None else None
+        data = [m for m in batch if is_data(m, at_end)]
+        start = 0
+        while start < len(data):  # runs of one partition (a fetch is usually one run)
+            partition = data[start].partition() or 0
+            end = start + 1
+            while end < len(data) and (data[end].partition() or 0) == partition:
+                end += 1
+            run = data[start:end]
+            learner = tasks[partition].learner
+            first = learner.counts.consumed
+            admitted: list[int] | None = [] if keep is not None else None
+            results = learner.process_batch([m.value() for m in run], admitted)
+            if keep is not None and admitted:
+                for k in admitted:
+                    keep(run[k], first + k)
+            for msg, rejection in zip(run, results, strict=True):
+                if rejection is not None:
+                    letters.send(msg, rejection.kind, rejection.reason)
+            start = end
+        return len(data)
+
+    def _apply_each(self, batch: list[Message], before: int) -> int:
+        """:meth:`_apply` one message at a time, calling the fault hook after each."""
         letters, faults, tasks = self._dead_letters, self.faults, self.tasks
         is_data, at_end = clients.is_data, self._at_end
         keep = self._archive.keep if self._archive is not None else None
@@ -372,7 +422,7 @@ class FeedbackConsumer:
         for msg in batch:
             if not is_data(msg, at_end):
                 continue
-            if msg.partition() != partition:  # batches come in runs of one partition
+            if msg.partition() != partition:
                 partition = msg.partition() or 0
                 learner = tasks[partition].learner
                 process, counts = learner.process, learner.counts
@@ -444,6 +494,10 @@ class FeedbackConsumer:
     def _commit(self) -> None:
         """Commit the checkpoint (dead letters, each partition's state + offset, group offsets)."""
         started = time.perf_counter()
+        if self._exchange is not None:
+            # What the checkpoint holds is sent first: a restored learner's base is then
+            # what the others have of it.
+            self._exchange.exchange(self.learners)
         topic = self.settings.topics.events
         saves = [
             PartitionSave(p, task.learner, self.offsets[(topic, p)], task.epoch)
@@ -497,6 +551,8 @@ class FeedbackConsumer:
                     # (the one `learner` and the metrics showed before any assignment).
                     task.learner, self._fresh_unused = self._fresh, False
                 self.tasks[tp.partition] = task
+                if self._exchange is not None:
+                    self._exchange.adopt(task.learner, tp.partition, task.restored)
                 if offset is not None:
                     self.offsets[(topic, tp.partition)] = offset
                     if self._archive is not None:

@@ -53,6 +53,9 @@ class Topics(_Frozen):
     # What serving needs of the live models (stream/serving/records.py), keyed by entity;
     # compacted where the broker supports it. One partition: a total order of updates.
     model_state: str = "feedback.model-state"
+    # Item-model deltas exchanged by the partitions' learners (consumers/item_exchange.py):
+    # one partition, a total order; kept for ever (a new learner sums them from the start).
+    item_updates: str = "feedback.item-updates"
     # One partition keeps a total order of events, which is what makes a replay give the
     # same models bit for bit. More partitions scale out but interleave item updates.
     events_partitions: int = Field(default=1, ge=1)
@@ -69,6 +72,7 @@ class Topics(_Frozen):
             dead_letters=f"{prefix}.dead-letters",
             control=f"{prefix}.control",
             model_state=f"{prefix}.model-state",
+            item_updates=f"{prefix}.item-updates",
         )
 
 
@@ -166,6 +170,9 @@ class ConsumerConfig(_Frozen):
     on_log_truncation: Literal["fail", "restart-from-beginning"] = "fail"
     # With no broker reachable for this long, the consumer stops with an error (no checkpoint).
     broker_lost_timeout_seconds: float = Field(default=60.0, gt=0)
+    # With several partitions, their learners share one item model by exchanging deltas
+    # every this many messages a consumer applies (0: never; each partition learns alone).
+    share_items_every: int = Field(default=200, ge=0)
 
 
 class DriftConfig(_Frozen):

@@ -38,6 +38,7 @@ def group(settings: Settings, tmp_path: Path) -> Settings:
         topics=topics.model_dump(),
         group_id=f"g-{tag}",
         state_dir=tmp_path / "state",
+        share_items_every=0,  # each partition alone: its learner is then exactly comparable
     )
     ensure_topics(s.bootstrap_servers or "", s.topics, kafka=s.kafka)
     return s

@@ -135,6 +135,7 @@ def ensure_topics(
         topics.dead_letters: 1,
         topics.control: 1,
         topics.model_state: 1,
+        topics.item_updates: 1,
     }
     # The latest record per entity is all a new reader needs (brokers without compaction,
     # such as the embedded one, keep every record: a reader then replays them all).

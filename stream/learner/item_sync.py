@@ -352,6 +352,10 @@ class ItemSync:
     the tasks that share, and the lower one's start wins when two start the same item).
     """
 
+    # Where the consumer's reading of the exchanged deltas stood at this learner's last
+    # exchange (the next offset): a restored learner reads on from there.
+    position: int = 0
+
     def __init__(self, learner: FeedbackLearner, source: int, click_scale: float = 1.0) -> None:
         if not 0 <= source < UNKNOWN:
             raise ValueError(f"source must be in [0, 2**62), got {source}")

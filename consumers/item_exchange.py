@@ -1,0 +1,128 @@
+"""One item model for every partition's learner: their item deltas, exchanged through Kafka.
+
+Each partition has its own learner (:mod:`consumers.loop`), which sees its own users only but
+feedback on every item. So that all of them learn one item model (item factors and biases,
+the rating mean, the click model, popularity, item profiles), every learner's changes since
+its last exchange (:class:`~stream.learner.item_sync.ItemDelta`) go to the item-updates topic
+(one partition: one order for all), and every learner applies the others' deltas as they
+arrive; Kafka Streams replicates a global table to its instances the same way.
+
+- The sum of the deltas is the shared model: a learner that starts fresh (a new partition)
+  reads the topic from its beginning and so starts from the group's item model.
+- A restored learner re-reads from the position saved in its checkpoint; the deltas it had
+  applied already are skipped (each source's sequence numbers are kept in the checkpoint).
+- Consistency: the learners agree once every delta is applied everywhere (after the stream
+  stops: :meth:`ItemExchange.settle`); while it flows, another consumer's changes arrive a
+  few exchanges late. A consumer that crashed sends the deltas of the events it applies again
+  with sequence numbers already used, which the others skip: their item model keeps the
+  first run's share of those events, the restarted learner its replay's (a difference of at
+  most one checkpoint interval's item updates of that partition).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from stream.config import Settings
+from stream.kafka import clients
+from stream.learner import FeedbackLearner
+from stream.learner.item_sync import ItemDelta
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ItemExchange"]
+
+
+class ItemExchange:
+    """Publishes the local learners' item deltas and applies everyone's (one per consumer)."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str, partitions: int) -> None:
+        self.topic = settings.topics.item_updates
+        self.every = settings.consumer.share_items_every
+        # k learners each step the click model on their own events: averaging their changes
+        # (1/k of each) keeps its step size that of one learner.
+        self.click_scale = 1.0 / partitions
+        self._producer = clients.producer(bootstrap_servers, kafka=settings.kafka, linger_ms=1)
+        self._reader = clients.reader(
+            bootstrap_servers, "item-exchange", kafka=settings.kafka, partition_eof=True
+        )
+        self.position: int | None = None  # next offset to read (None: not reading yet)
+        self._since = 0
+        self.sent = self.applied = 0
+
+    def adopt(self, learner: FeedbackLearner, partition: int, restored: bool) -> None:
+        """Share ``learner``'s items (a partition just assigned), reading the topic from
+        where its checkpoint left it (from the beginning when it is fresh)."""
+        learner.share_items(partition, self.click_scale)
+        start = getattr(learner.item_sync, "position", 0) if restored else 0
+        if self.position is None or start < self.position:
+            # Rewind: the learners applied already skip what they have (sequence numbers).
+            self.position = start
+            where = start if start > 0 else OFFSET_BEGINNING
+            self._reader.assign([TopicPartition(self.topic, 0, where)])
+
+    def add(self, messages: int, learners: dict[int, FeedbackLearner]) -> None:
+        """Count applied messages; exchange when ``every`` have been applied since the last."""
+        self._since += messages
+        if self.every and self._since >= self.every:
+            self.exchange(learners)
+
+    def exchange(self, learners: dict[int, FeedbackLearner], timeout: float = 0.0) -> int:
+        """Send each learner's delta, apply the ones that arrived; return how many arrived."""
+        self._since = 0
+        for partition, learner in learners.items():
+            sync = learner.item_sync
+            delta = sync.take() if sync is not None else None
+            if delta is not None:
+                self._send(str(partition).encode(), delta.to_bytes())
+        self._producer.poll(0)
+        return self._receive(learners, timeout)
+
+    def settle(self, learners: dict[int, FeedbackLearner], timeout: float = 60.0) -> None:
+        """Exchange until this consumer's learners have every delta on the topic (at a stop:
+        with no other consumer running, they then hold the same item model)."""
+        self.exchange(learners)
+        if self._producer.flush(timeout):
+            log.warning("item deltas not delivered within %gs", timeout)
+        _low, high = self._reader.get_watermark_offsets(
+            TopicPartition(self.topic, 0), timeout=timeout
+        )
+        deadline = time.monotonic() + timeout
+        while (self.position or 0) < high and time.monotonic() < deadline:
+            self._receive(learners, 0.2)
+        if (self.position or 0) < high:
+            log.warning("item deltas up to %d not read within %gs", high, timeout)
+
+    def _send(self, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value, key)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self.sent += 1
+
+    def _receive(self, learners: dict[int, FeedbackLearner], timeout: float) -> int:
+        if self.position is None:
+            return 0
+        n = 0
+        for msg in self._reader.consume(1000, timeout):
+            if not clients.is_data(msg, source="item exchange"):
+                continue
+            delta = ItemDelta.from_bytes(msg.value() or b"")
+            for learner in learners.values():
+                if learner.item_sync is not None and learner.item_sync.apply(delta):
+                    self.applied += 1
+            self.position = (msg.offset() or 0) + 1
+            n += 1
+        for learner in learners.values():
+            if learner.item_sync is not None:
+                learner.item_sync.position = self.position  # saved with its checkpoint
+        return n
+
+    def close(self) -> None:
+        self._producer.flush(30)
+        self._reader.close()
