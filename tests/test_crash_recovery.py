@@ -241,15 +241,21 @@ def test_an_error_of_the_learner_mid_batch_writes_nothing_ahead(
     for _attempt in range(3):
         consumer = FeedbackConsumer(settings, settings.bootstrap_servers or "")
         consumer.restore()
-        process, seen = consumer.learner.process, [0]
+        batch, seen = consumer.learner.process_batch, [0]
 
-        def poisoned(raw: bytes | None, process=process, seen=seen):  # type: ignore[no-untyped-def]
-            seen[0] += 1
-            if seen[0] == 1911:  # batch_size is 1000: mid-batch
-                raise ValueError("bad model input")
-            return process(raw)
+        def poisoned(values, admitted=None, batch=batch, seen=seen):  # type: ignore[no-untyped-def]
+            out = []
+            for k, raw in enumerate(values):
+                seen[0] += 1
+                if seen[0] == 1911:  # batch_size is 1000: mid-batch
+                    raise ValueError("bad model input")
+                one: list[int] = []
+                out += batch([raw], one)
+                if admitted is not None and one:
+                    admitted.append(k)
+            return out
 
-        consumer.learner.process = poisoned  # type: ignore[method-assign]
+        consumer.learner.process_batch = poisoned  # type: ignore[method-assign]
         consumer.stop_at(stream.end_offsets)
         with pytest.raises(ValueError, match="bad model input"):
             consumer.run()
