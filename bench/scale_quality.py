@@ -124,7 +124,7 @@ def main() -> None:
         [
             "## Quality with 1, 2 and 4 consumers (issue 11)",
             "",
-            machine(),
+            f"Machine: {machine()}.",
             f"Command: `python bench/scale_quality.py --events {args.events}"
             + (f" --out {args.out}`" if args.out else "`"),
             "",
