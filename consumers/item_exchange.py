@@ -78,6 +78,11 @@ class ItemExchange:
             delta = sync.take() if sync is not None else None
             if delta is not None:
                 self._send(str(partition).encode(), delta.to_bytes())
+                # This consumer's other learners take it at once, not a broker round trip
+                # later; read back from the topic, it is skipped (its sequence number).
+                for other in learners.values():
+                    if other is not learner and other.item_sync is not None:
+                        other.item_sync.apply(delta)
         self._producer.poll(0)
         return self._receive(learners, timeout)
 
