@@ -190,17 +190,9 @@ class FeedbackConsumer:
                 )
             for p in self.store.partitions():
                 stamp = self._stamp(p)
-                ckpt = self.store.load(p)
-                if ckpt is None:
-                    continue
-                offset = ckpt.offsets[(self.settings.topics.events, p)]
-                self._preloaded[p] = (ckpt.state, offset, stamp)
-                log.info(
-                    "restored checkpoint of partition %d: %d events consumed, next offset %d",
-                    p,
-                    ckpt.state.counts.consumed,
-                    offset,
-                )
+                loaded = self._load(p)
+                if loaded is not None:
+                    self._preloaded[p] = (*loaded, stamp)
             self.restored = bool(self._preloaded)
             if len(self._preloaded) == 1:
                 # One partition: its learner is the consumer's from now (reports, metrics).
@@ -209,6 +201,18 @@ class FeedbackConsumer:
                 self.offsets[(self.settings.topics.events, p)] = offset
                 self._rebind()
         return self.restored
+
+    def _load(self, partition: int) -> tuple[FeedbackLearner, int] | None:
+        """The learner and next offset of ``partition``'s checkpoint (None: it has none)."""
+        ckpt = self.store.load(partition)
+        if ckpt is None:
+            return None
+        offset = ckpt.offsets[(self.settings.topics.events, partition)]
+        log.info(
+            "restored checkpoint of partition %d: %d events consumed, next offset %d",
+            partition, ckpt.state.counts.consumed, offset,
+        )  # fmt: skip
+        return ckpt.state, offset
 
     def _stamp(self, partition: int) -> tuple[int, int]:
         st = self.store.checkpoints(partition).path.stat()
@@ -384,18 +388,18 @@ class FeedbackConsumer:
 
     def _apply(self, batch: list[Message], before: int) -> int:
         """Apply the batch's messages (``before`` applied earlier in this run), each to its
-        partition's learner; return how many."""
-        if self.faults is not None:  # crash injection needs a hook after every message
-            return self._apply_each(batch, before)
-        letters, tasks, at_end = self._dead_letters, self.tasks, self._at_end
+        partition's learner, a run of one partition at a time; return how many. With a
+        fault hook (tests only) every run is one message, so a crash can follow any."""
+        letters, tasks, at_end, faults = self._dead_letters, self.tasks, self._at_end, self.faults
         is_data = clients.is_data
         keep = self._archive.keep if self._archive is not None else None
         data = [m for m in batch if is_data(m, at_end)]
+        longest = 1 if faults is not None else len(data)
         start = 0
         while start < len(data):  # runs of one partition (a fetch is usually one run)
             partition = data[start].partition() or 0
-            end = start + 1
-            while end < len(data) and (data[end].partition() or 0) == partition:
+            end, stop = start + 1, min(len(data), start + longest)
+            while end < stop and (data[end].partition() or 0) == partition:
                 end += 1
             run = data[start:end]
             learner = tasks[partition].learner
@@ -409,33 +413,9 @@ class FeedbackConsumer:
                 if rejection is not None:
                     letters.send(msg, rejection.kind, rejection.reason)
             start = end
-        return len(data)
-
-    def _apply_each(self, batch: list[Message], before: int) -> int:
-        """:meth:`_apply` one message at a time, calling the fault hook after each."""
-        letters, faults, tasks = self._dead_letters, self.faults, self.tasks
-        is_data, at_end = clients.is_data, self._at_end
-        keep = self._archive.keep if self._archive is not None else None
-        n, partition = 0, -1
-        learner = self.learner
-        process, counts = learner.process, learner.counts
-        for msg in batch:
-            if not is_data(msg, at_end):
-                continue
-            if msg.partition() != partition:
-                partition = msg.partition() or 0
-                learner = tasks[partition].learner
-                process, counts = learner.process, learner.counts
-            n += 1
-            applied = counts.applied
-            rejection = process(msg.value())
-            if keep is not None and counts.applied != applied:  # admitted: archive it
-                keep(msg, counts.consumed - 1)
-            if rejection is not None:
-                letters.send(msg, rejection.kind, rejection.reason)
             if faults is not None:
-                faults.on_message(before + n)
-        return n
+                faults.on_message(before + end)
+        return len(data)
 
     def _done(self, stop_at_end: bool) -> bool:
         if not self.learner.lifecycle.state.busy:
@@ -529,15 +509,10 @@ class FeedbackConsumer:
         if preloaded is not None and preloaded[2] == self._stamp(partition):
             learner, offset = preloaded[0], preloaded[1]
         else:
-            ckpt = self.store.load(partition)
-            if ckpt is None:
+            loaded = self._load(partition)
+            if loaded is None:
                 return PartitionTask(partition, FeedbackLearner(self.settings), epoch, False), None
-            learner = ckpt.state
-            offset = ckpt.offsets[(self.settings.topics.events, partition)]
-            log.info(
-                "restored checkpoint of partition %d: %d events consumed, next offset %d",
-                partition, learner.counts.consumed, offset,
-            )  # fmt: skip
+            learner, offset = loaded
             self.restored = True
         return PartitionTask(partition, learner, epoch, True), offset
 
