@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from stream.config import Settings
@@ -97,20 +98,46 @@ def _typed(raw: bytes) -> tuple[Any, Any, Any, Any]:
     return d.get("type"), d.get("user_id"), d.get("item_id"), float(ts) if ts is not None else None
 
 
+_FILTER_FIELDS = ("type", "user_id", "item_id", "ts")
+_FILTER_SCHEMA = pa.schema([SCHEMA.field(name) for name in _FILTER_FIELDS])
+_JSON_PARSE = pj.ParseOptions(explicit_schema=_FILTER_SCHEMA, unexpected_field_behavior="ignore")
+_JSON_READ = pj.ReadOptions(use_threads=False, block_size=1 << 26)
+
+
+def _filter_columns(raws: list[bytes]) -> list[pa.Array]:
+    """The filter columns of admitted messages. Arrow's JSON reader parses them in one pass
+    (a third of the per-message cost); what it refuses (a duplicate key, a number given as
+    a string, a message it splits) is parsed one message at a time, as before."""
+    if raws:
+        try:
+            table = pj.read_json(
+                pa.BufferReader(b"\n".join(raws)),
+                read_options=_JSON_READ,
+                parse_options=_JSON_PARSE,
+            )
+            if table.num_rows == len(raws):
+                return [table.column(name).combine_chunks() for name in _FILTER_FIELDS]
+        except pa.ArrowInvalid:
+            pass
+    typed = [_typed(raw) for raw in raws]
+    return [
+        pa.array([t[k] for t in typed], type=_FILTER_SCHEMA.field(k).type)
+        for k in range(len(_FILTER_FIELDS))
+    ]
+
+
 def _table(rows: list[ArchivedEvent], counts: dict[str, Any]) -> pa.Table:
-    typed = [_typed(r.raw) for r in rows]
+    raws = [r.raw for r in rows]
     columns = [
-        [r.partition for r in rows],
-        [r.offset for r in rows],
-        [r.timestamp for r in rows],
-        [r.event_index for r in rows],
-        *([t[k] for t in typed] for k in range(4)),
-        [r.raw for r in rows],
+        pa.array([r.partition for r in rows], type=pa.int32()),
+        pa.array([r.offset for r in rows], type=pa.int64()),
+        pa.array([r.timestamp for r in rows], type=pa.int64()),
+        pa.array([r.event_index for r in rows], type=pa.int64()),
+        *_filter_columns(raws),
+        pa.array(raws, type=SCHEMA.field("raw").type),
     ]
     schema = SCHEMA.with_metadata({"counts": json.dumps(counts)})
-    return pa.Table.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)], schema=schema
-    )
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class EventArchive:
