@@ -276,7 +276,11 @@ class FeedbackConsumer:
         self._checkpoint_on_revoke = True
         try:
             control = ModelControl(
-                self.settings, self.bootstrap_servers, self.learner, on_forget=self._forgotten
+                self.settings,
+                self.bootstrap_servers,
+                self.learner,
+                on_forget=self._forgotten,
+                partitions=partitions,
             )
             self._control = control
             messages, first_at = self._consume(consumer, control, stop_at_end)

@@ -3,7 +3,9 @@
 Between two batches the consumer calls :meth:`ModelControl.between_batches`, which
 
 1. reads the control topic (manual triggers, published models, failures, activations);
-2. swaps in an accepted or activated registry version: the batch model covers the history
+2. swaps in an accepted or activated registry version (with one partition; with several,
+   each has its own learner and retrains are not group-wide yet, so requests and swaps are
+   off): the batch model covers the history
    before its request; the events applied since are read back from the events topic, put
    through the same filters, and learned on top, so no event is skipped and none is learned
    twice; then the new models carry on online;
@@ -78,8 +80,19 @@ class ModelControl:
         bootstrap_servers: str,
         learner: FeedbackLearner,
         on_forget: Callable[[str], object] | None = None,
+        partitions: int = 1,
     ):
         self.settings = settings
+        # With several partitions each has its own learner, and a retrain's history, answer
+        # and catch-up are one learner's: until they are group-wide, retrains are off rather
+        # than a swap putting every partition's users and events into one partition's models.
+        self.retrains_off = partitions > 1
+        if self.retrains_off:
+            log.warning(
+                "the events topic has %d partitions: retrain requests and model swaps are off "
+                "(not group-wide yet); drift is still detected and exported",
+                partitions,
+            )
         # Also told of each forgotten user (the consumer's archive purges them).
         self.on_forget = on_forget
         self.bootstrap_servers = bootstrap_servers
@@ -106,6 +119,10 @@ class ModelControl:
             msg = record.message
             if msg is None:
                 self._reject(record.raw, "malformed", record.error)
+            elif self.retrains_off and isinstance(
+                msg, RetrainTrigger | ModelPublished | ModelActivated
+            ):
+                self._off(msg)
             elif isinstance(msg, RetrainTrigger):
                 log.warning("manual retrain trigger: %s", msg.reason)
                 life.trigger(msg.reason, record.raw.offset())
@@ -157,7 +174,7 @@ class ModelControl:
                 continue
             changed = True
         # Nothing applied yet (e.g. still joining the group): no history to retrain on.
-        decision = life.review(consumed) if consumed else None
+        decision = life.review(consumed) if consumed and not self.retrains_off else None
         if decision is not None:
             topic = self.settings.topics.events
             part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
@@ -199,6 +216,15 @@ class ModelControl:
             self.learner.counts.consumed,
             n,
         )
+
+    def _off(self, msg: RetrainTrigger | ModelPublished | ModelActivated) -> None:
+        """A retrain trigger or a version to swap in, while retrains are off: logged, and a
+        version recorded as skipped."""
+        if isinstance(msg, RetrainTrigger):
+            log.error("retrain trigger (%s) ignored: retrains are off with several partitions",
+                      msg.reason)  # fmt: skip
+        else:
+            self._skip(msg.type, msg.version, "retrains are off with several partitions")
 
     def _skip(self, message: str, version: int, err: Exception | str) -> None:
         log.error("cannot act on %s of model version %d: %s", message, version, err)
