@@ -15,33 +15,11 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from zlib import crc32
 
-from producers.simulator import Simulator, SimulatorConfig
+from producers.simulator import SimulatorConfig, split_by_user
 from stream.config import Settings
 from stream.events import Event
 from stream.learner import FeedbackLearner
-
-
-def split(
-    cfg: SimulatorConfig, n_events: int, parts: int, items_everywhere: bool = False
-) -> list[list[Event]]:
-    """Profiles and events by the partition of their key (user, or item for item profiles;
-    with ``items_everywhere`` every part gets every item profile, so that learners that do
-    not share still know every item)."""
-    sim = Simulator(cfg)
-    out: list[list[Event]] = [[] for _ in range(parts)]
-    for p in sim.profiles():
-        if p.type == "user_profile":
-            out[crc32(p.user_id.encode()) % parts].append(p)  # type: ignore[union-attr]
-        elif items_everywhere:
-            for part in out:
-                part.append(p)
-        else:
-            out[crc32(p.item_id.encode()) % parts].append(p)  # type: ignore[union-attr]
-    for e in sim.events(n_events):
-        out[crc32(e.user_id.encode()) % parts].append(e)
-    return out
 
 
 def pooled(learners: list[FeedbackLearner]) -> tuple[float, float]:
@@ -103,16 +81,16 @@ def main() -> None:
     ap.add_argument("--every", default="50,200,1000")
     args = ap.parse_args()
     cfg = SimulatorConfig(n_users=args.users, n_items=args.items, seed=args.seed)
-    run(split(cfg, 5000, 1), 10**9, share=False)  # warm up (imports, caches)
-    one = run(split(cfg, args.events, 1), 10**9, share=False)
+    run(split_by_user(cfg, 5000, 1), 10**9, share=False)  # warm up (imports, caches)
+    one = run(split_by_user(cfg, args.events, 1), 10**9, share=False)
     print(
         f"1 learner: logloss {one['logloss']:.4f} rmse {one['rmse']:.4f} "
         f"{one['us_per_event']:.1f} us/event",
         flush=True,
     )
     for k in map(int, args.parts.split(",")):
-        parts = split(cfg, args.events, k)
-        alone = run(split(cfg, args.events, k, items_everywhere=True), 10**9, share=False)
+        parts = split_by_user(cfg, args.events, k)
+        alone = run(split_by_user(cfg, args.events, k, items_everywhere=True), 10**9, share=False)
         print(
             f"{k} learners apart: logloss {alone['logloss']:.4f} rmse {alone['rmse']:.4f} "
             f"{alone['us_per_event']:.1f} us/event",

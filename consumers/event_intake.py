@@ -3,7 +3,9 @@
 :func:`validate_events` uses the consumer's own codec and limits, so what it refuses would
 have been dead-lettered by the consumer (except unknown users and items: the consumer
 decides those). :class:`EventSink` publishes and lets a request wait for the broker's
-acknowledgement of its own events: an accepted event is never lost.
+acknowledgement of its own events: an accepted event is never lost. It partitions them as
+:class:`~stream.kafka.publisher.EventPublisher` does: by user, and an item profile to every
+partition (every partition's learner needs every item).
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from pydantic import BaseModel, Field
 
 from stream.config import KafkaConfig, Settings
-from stream.events import Event, InvalidEvent, decode_event
+from stream.events import Event, InvalidEvent, decode_event, encode_event
 from stream.kafka import clients
+from stream.kafka.publisher import destinations, event_key, is_item_profile
 
 __all__ = [
     "DELIVERY_TIMEOUT_SECONDS",
@@ -77,16 +81,33 @@ class EventSink:
         self._producer = clients.producer(
             bootstrap_servers, kafka=kafka, linger_ms=1, message_timeout_ms=int(timeout * 1000)
         )
+        self._partitions: int | None = None  # of the topic, read at the first item profile
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="event-sink", daemon=True)
         self._thread.start()
+
+    def partitions(self) -> int:
+        """How many partitions the topic has (asked once; it blocks: not on the event loop)."""
+        if self._partitions is None:
+            self._partitions = clients.partition_count(self._producer, self.topic, self.timeout)
+        return self._partitions
 
     def _serve(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    async def publish(self, records: list[tuple[bytes | None, bytes]]) -> None:
-        """Produce every (key, value); return once all are acknowledged, else raise."""
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Produce every event; return once all are acknowledged, else raise."""
+        if self._partitions is None and any(is_item_profile(e) for e in events):
+            try:
+                await asyncio.to_thread(self.partitions)
+            except (RuntimeError, KafkaException) as err:
+                raise DeliveryFailed(str(err)) from None
+        records = [
+            (event_key(e), encode_event(e), partition)
+            for e in events
+            for partition in destinations(e, self.partitions)
+        ]
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[str]] = loop.create_future()
         errors: list[str] = []
@@ -108,9 +129,18 @@ class EventSink:
                 with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
                     loop.call_soon_threadsafe(resolve)
 
-        for key, value in records:
+        for key, value, partition in records:
             try:
-                self._producer.produce(self.topic, value, key, on_delivery=on_delivery)
+                # Not waiting for room: that would hold up every request on the event loop.
+                clients.produce(
+                    self._producer,
+                    self.topic,
+                    value,
+                    key,
+                    partition=partition,
+                    on_delivery=on_delivery,
+                    wait_for_room=False,
+                )
             except BufferError:
                 raise DeliveryFailed("the local produce queue is full; retry") from None
         try:

@@ -17,6 +17,9 @@ arrive; Kafka Streams replicates a global table to its instances the same way.
   with sequence numbers already used, which the others skip: their item model keeps the
   first run's share of those events, the restarted learner its replay's (a difference of at
   most one checkpoint interval's item updates of that partition).
+- A delta the broker does not take never reaches the others: every delivery report is counted
+  (:attr:`ItemExchange.stats`, the ``feedback_loop_item_deltas_total`` metric by outcome) and
+  each failure logged with its error.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from stream.config import Settings
 from stream.kafka import clients
+from stream.kafka.publisher import DeliveryStats
 from stream.learner import FeedbackLearner
 from stream.learner.item_sync import ItemDelta
+from stream.observability.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,13 @@ __all__ = ["ItemExchange"]
 class ItemExchange:
     """Publishes the local learners' item deltas and applies everyone's (one per consumer)."""
 
-    def __init__(self, settings: Settings, bootstrap_servers: str, partitions: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap_servers: str,
+        partitions: int,
+        metrics: PipelineMetrics | None = None,
+    ) -> None:
         self.topic = settings.topics.item_updates
         self.every = settings.consumer.share_items_every
         # k learners each step the click model on their own events: averaging their changes
@@ -51,7 +62,10 @@ class ItemExchange:
         )
         self.position: int | None = None  # next offset to read (None: not reading yet)
         self._since = 0
-        self.sent = self.applied = 0
+        self.applied = 0
+        self.stats = DeliveryStats()  # the deltas sent and the broker's answers
+        self._metrics = metrics
+        self._failed_reported = 0  # failures that a flush has reported already
 
     def adopt(self, learner: FeedbackLearner, partition: int, restored: bool) -> None:
         """Share ``learner``'s items (a partition just assigned), reading the topic from
@@ -90,8 +104,7 @@ class ItemExchange:
         """Exchange until this consumer's learners have every delta on the topic (at a stop:
         with no other consumer running, they then hold the same item model)."""
         self.exchange(learners)
-        if self._producer.flush(timeout):
-            log.warning("item deltas not delivered within %gs", timeout)
+        self.flush(timeout)
         _low, high = self._reader.get_watermark_offsets(
             TopicPartition(self.topic, 0), timeout=timeout
         )
@@ -101,14 +114,39 @@ class ItemExchange:
         if (self.position or 0) < high:
             log.warning("item deltas up to %d not read within %gs", high, timeout)
 
+    @property
+    def sent(self) -> int:
+        return self.stats.sent
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for the deltas' delivery reports; log what is undelivered or failed (the
+        other consumers miss those deltas) and return how many are still undelivered."""
+        remaining = int(self._producer.flush(timeout))
+        if remaining or self.stats.failed > self._failed_reported:
+            self._failed_reported = self.stats.failed
+            log.warning(
+                "item deltas: %d sent, %d delivered, %d failed (%s), %d undelivered after %gs",
+                self.stats.sent,
+                self.stats.delivered,
+                self.stats.failed,
+                "; ".join(self.stats.errors[:3]),
+                remaining,
+                timeout,
+            )
+        return remaining
+
     def _send(self, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(self.topic, value, key)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self.sent += 1
+        clients.produce(self._producer, self.topic, value, key, on_delivery=self._on_delivery)
+        self.stats.sent += 1
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self.stats.on_delivery(err, msg)
+        if err is not None:
+            # The other consumers' learners never get this delta: their item model misses
+            # these changes until the stream updates the same items again.
+            log.error("item delta not delivered to %s: %s", self.topic, err)
+        if self._metrics is not None:
+            self._metrics.item_deltas.labels("failed" if err is not None else "delivered").inc()
 
     def _receive(self, learners: dict[int, FeedbackLearner], timeout: float) -> int:
         if self.position is None:
@@ -129,5 +167,5 @@ class ItemExchange:
         return n
 
     def close(self) -> None:
-        self._producer.flush(30)
+        self.flush(30)
         self._reader.close()

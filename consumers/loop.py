@@ -264,7 +264,9 @@ class FeedbackConsumer:
         )
         partitions = self._partition_count(consumer)
         if partitions > 1 and cfg.share_items_every:
-            self._exchange = ItemExchange(self.settings, self.bootstrap_servers, partitions)
+            self._exchange = ItemExchange(
+                self.settings, self.bootstrap_servers, partitions, self.metrics
+            )
         consumer.subscribe(
             [topics.events],
             on_assign=self._on_assign,

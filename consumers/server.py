@@ -56,8 +56,7 @@ from consumers.event_intake import (
 from consumers.serve_metrics import Instrumented, ServeMetrics
 from consumers.state_follower import StateFollowerThread
 from stream.config import Settings
-from stream.events import Context, Event, encode_event
-from stream.kafka.publisher import event_key
+from stream.events import Context, Event
 from stream.serving.recommender import (
     NotReady,
     Policy,
@@ -326,7 +325,7 @@ def create_app(settings: Settings, bootstrap_servers: str) -> FastAPI:
             )
             return JSONResponse(body.model_dump(), status_code=422)
         try:
-            await app.state.sink.publish([(event_key(e), encode_event(e)) for e in events])
+            await app.state.sink.publish(events)
         except DeliveryFailed as err:
             return _problem(503, f"events not acknowledged by Kafka: {err}")
         metrics.accepted.inc(len(events))

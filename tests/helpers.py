@@ -117,12 +117,7 @@ def publish_raw(settings: Settings, messages: list[bytes | None]) -> list[int]:
         return on_delivery
 
     for i, value in enumerate(messages):
-        while True:
-            try:
-                producer.produce(settings.topics.events, value, on_delivery=delivered(i))
-                break
-            except BufferError:
-                producer.poll(0.05)
+        clients.produce(producer, settings.topics.events, value, on_delivery=delivered(i))
         producer.poll(0)
     assert producer.flush(120) == 0 and not errors, errors[:3]
     return offsets

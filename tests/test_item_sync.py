@@ -11,38 +11,17 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Sequence
-from zlib import crc32
 
 import numpy as np
 import pytest
 
-from producers.simulator import Simulator, SimulatorConfig
+from producers.simulator import SimulatorConfig, split_by_user
 from stream.config import Settings
 from stream.events import Event
 from stream.learner import FeedbackLearner, ItemDelta, ItemSync
 from stream.models.factors import FactorTable
 
 CFG = SimulatorConfig(n_users=400, n_items=150, seed=11)
-
-
-def split(
-    cfg: SimulatorConfig, n_events: int, parts: int, items_everywhere: bool = False
-) -> list[list[Event]]:
-    """The simulator's profiles and ``n_events`` events, by the partition of their key
-    (with ``items_everywhere``, every part gets every item profile)."""
-    sim = Simulator(cfg)
-    out: list[list[Event]] = [[] for _ in range(parts)]
-    for p in sim.profiles():
-        if p.type == "user_profile":
-            out[crc32(p.user_id.encode()) % parts].append(p)  # type: ignore[union-attr]
-        elif items_everywhere:
-            for part in out:
-                part.append(p)
-        else:
-            out[crc32(p.item_id.encode()) % parts].append(p)  # type: ignore[union-attr]
-    for e in sim.events(n_events):
-        out[crc32(e.user_id.encode()) % parts].append(e)
-    return out
 
 
 def exchange(syncs: Sequence[ItemSync], reverse: bool = False) -> list[ItemDelta | None]:
@@ -117,7 +96,7 @@ def pooled(learners: Sequence[FeedbackLearner]) -> tuple[float, float]:
 
 @pytest.mark.parametrize("parts", [2, 4])
 def test_learners_end_with_the_same_item_state(parts: int) -> None:
-    learners = run(split(CFG, 6000, parts), every=250)
+    learners = run(split_by_user(CFG, 6000, parts), every=250)
     assert learners[0].models.implicit.n_items == len(learners[0].items) == CFG.n_items
     for other in learners[1:]:
         assert_same_items(learners[0], other)
@@ -127,14 +106,14 @@ def test_learners_end_with_the_same_item_state(parts: int) -> None:
 
 
 def test_deltas_from_several_sources_in_any_order_converge() -> None:
-    learners = run(split(CFG, 4000, 3), every=300, reverse=True)
+    learners = run(split_by_user(CFG, 4000, 3), every=300, reverse=True)
     for other in learners[1:]:
         assert_same_items(learners[0], other)
 
 
 def test_a_task_that_starts_an_item_later_takes_the_shared_start() -> None:
     # Both start items (from their own cold-start priors) before any delta arrives.
-    parts = split(CFG, 3000, 2, items_everywhere=True)
+    parts = split_by_user(CFG, 3000, 2, items_everywhere=True)
     a, b = FeedbackLearner(Settings()), FeedbackLearner(Settings())
     sa, sb = a.share_items(0), b.share_items(1)
     for e in parts[0]:
@@ -154,9 +133,9 @@ def test_a_task_that_starts_an_item_later_takes_the_shared_start() -> None:
 
 
 def test_delta_round_trip() -> None:
-    learners = run(split(CFG, 1500, 2), every=10**9, share=False)
+    learners = run(split_by_user(CFG, 1500, 2), every=10**9, share=False)
     sync = ItemSync(learners[0], source=3)
-    for e in split(CFG, 3000, 2)[0][-200:]:
+    for e in split_by_user(CFG, 3000, 2)[0][-200:]:
         learners[0].apply(e)
     delta = sync.take()
     assert delta is not None and delta.rating.ids and delta.click_weights and delta.popularity
@@ -174,7 +153,7 @@ def test_delta_round_trip() -> None:
 
 
 def test_a_delta_applied_again_changes_nothing() -> None:
-    parts = split(CFG, 3000, 2)
+    parts = split_by_user(CFG, 3000, 2)
     a, b = FeedbackLearner(Settings()), FeedbackLearner(Settings())
     sa, sb = a.share_items(0), b.share_items(1)
     for e in parts[0]:
@@ -197,7 +176,7 @@ def test_a_delta_applied_again_changes_nothing() -> None:
 
 
 def test_pickled_learner_takes_the_same_deltas() -> None:
-    parts = split(CFG, 4000, 2)
+    parts = split_by_user(CFG, 4000, 2)
     learners = run([p[: len(p) // 2] for p in parts], every=200)
     restored = pickle.loads(pickle.dumps(learners[0]))
     assert restored.item_sync is not None and restored.item_sync.learner is restored
@@ -213,7 +192,7 @@ def test_pickled_learner_takes_the_same_deltas() -> None:
 
 
 def test_replays_with_sharing_are_bit_identical() -> None:
-    parts = split(CFG, 3000, 2)
+    parts = split_by_user(CFG, 3000, 2)
     first, second = run(parts, every=200), run(parts, every=200)
     for x, y in zip(first, second, strict=True):
         assert x.state_equal(y)
@@ -235,7 +214,7 @@ def test_item_start_vectors_come_from_the_id() -> None:
 
 
 def test_a_swap_starts_a_new_base() -> None:
-    parts = split(CFG, 2000, 2, items_everywhere=True)
+    parts = split_by_user(CFG, 2000, 2, items_everywhere=True)
     a = FeedbackLearner(Settings())
     sync = a.share_items(0)
     for e in parts[0]:
@@ -255,10 +234,10 @@ def test_a_swap_starts_a_new_base() -> None:
 @pytest.mark.parametrize("parts", [2, 4])
 def test_shared_items_score_close_to_one_learner(parts: int) -> None:
     cfg = SimulatorConfig(n_users=3000, n_items=1700, seed=7)
-    one = pooled(run(split(cfg, 60_000, 1), every=10**9, share=False))
+    one = pooled(run(split_by_user(cfg, 60_000, 1), every=10**9, share=False))
     # Apart, each learner still gets every item profile (else it could not learn them).
-    alone = pooled(run(split(cfg, 60_000, parts, True), every=10**9, share=False))
-    shared = pooled(run(split(cfg, 60_000, parts), every=50))
+    alone = pooled(run(split_by_user(cfg, 60_000, parts, True), every=10**9, share=False))
+    shared = pooled(run(split_by_user(cfg, 60_000, parts), every=50))
     # Sharing closes most of the gap that learning apart opens, and ends within 1% of one
     # learner over the whole stream.
     for metric in (0, 1):

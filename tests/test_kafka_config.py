@@ -146,3 +146,22 @@ def test_the_settings_reach_every_client_of_a_real_run(
     for kind, cfg in built:
         assert cfg["client.id"] == "fl-test", kind
         assert cfg["security.protocol"] == "PLAINTEXT", kind
+
+
+def test_produce_waits_for_room_in_a_full_queue_unless_told_not_to() -> None:
+    # A queue of one message and no broker: room comes back only when the first message's
+    # delivery times out and its report is served.
+    tiny = KafkaConfig(extra={"queue.buffering.max.messages": 1, "message.timeout.ms": 300})
+    producer = clients.producer("127.0.0.1:1", kafka=tiny)
+    reports: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        reports.append(err.name() if err is not None else "delivered")
+
+    clients.produce(producer, "t", b"first", on_delivery=on_delivery)
+    with pytest.raises(BufferError):
+        clients.produce(producer, "t", b"second", on_delivery=on_delivery, wait_for_room=False)
+    clients.produce(producer, "t", b"second", on_delivery=on_delivery)  # waits for the first
+    assert reports == ["_MSG_TIMED_OUT"]
+    producer.flush(10)
+    assert reports == ["_MSG_TIMED_OUT", "_MSG_TIMED_OUT"]

@@ -424,6 +424,32 @@ def test_readyz_waits_for_model_state(bootstrap: str, tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["items"][0]["item_id"] == "i1"
 
 
+def test_posted_item_profiles_reach_every_partition_and_interactions_one(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    # Each partition's learner knows only the items whose profiles its partition holds.
+    s = isolated_settings(bootstrap, tmp_path / "state")
+    s = s.model_copy(update={"topics": s.topics.model_copy(update={"events_partitions": 3})})
+    ensure_topics(bootstrap, s.topics, kafka=s.kafka)
+    tag = uuid.uuid4().hex[:8]
+    item_event = f"item-{tag}"
+    item = {"type": "item_profile", "event_id": item_event, "item_id": f"i-{tag}", "ts": 1.7e9}
+    ratings = [rating(f"u{n}-{tag}", f"i-{tag}", 4, f"rating-{n}-{tag}") for n in range(6)]
+    with (
+        ServerThread(create_app(s, bootstrap)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        r = http.post("/events", json=[item, *ratings])
+        assert r.status_code == 202, r.text
+        assert r.json()["count"] == 7  # an event, however many copies
+    on_topic = read_topic(s, s.topics.events)
+    copies = [m.partition() or 0 for m in on_topic if item_event.encode() in (m.value() or b"")]
+    assert sorted(copies) == [0, 1, 2]
+    for e in ratings:
+        assert sum(e["event_id"].encode() in (m.value() or b"") for m in on_topic) == 1
+    assert len(on_topic) == 3 + len(ratings)
+
+
 def test_a_swap_changes_the_served_model_version(loop: Loop) -> None:
     s = loop.settings
     (uid,) = warm_users(loop, 1)

@@ -46,7 +46,7 @@ from producers.simulator.population import (
 )
 from producers.simulator.schedule import MAX_USER_EVENTS_PER_MINUTE
 from producers.simulator.sessions import InteractionEventType
-from producers.simulator.simulator import Simulator
+from producers.simulator.simulator import Simulator, split_by_user
 
 __all__ = [
     "DEVICES",
@@ -63,4 +63,5 @@ __all__ = [
     "Simulator",
     "SimulatorConfig",
     "age_group",
+    "split_by_user",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from zlib import crc32
 
 import numpy as np
 
@@ -28,11 +29,12 @@ from stream.events import (
     ClickEvent,
     Context,
     DwellEvent,
+    Event,
     ImpressionEvent,
     RatingEvent,
 )
 
-__all__ = ["Simulator"]
+__all__ = ["Simulator", "split_by_user"]
 
 
 class Simulator:
@@ -226,3 +228,32 @@ class Simulator:
                 ts=ts, context=ctx, user_id=uid, item_id=item_ids[item], position=None,
                 policy=None, propensity=None,
             )  # fmt: skip
+
+
+def split_by_user(
+    cfg: SimulatorConfig, n_events: int, parts: int, items_everywhere: bool = False
+) -> list[list[Event]]:
+    """The simulator's profiles and first ``n_events`` events, by the part of their key (the
+    user; an item profile's item), as a keyed topic of ``parts`` partitions would hold them.
+
+    With ``items_everywhere`` every part gets every item profile, so that learners that do
+    not share their item model still know every item.
+
+    >>> parts = split_by_user(SimulatorConfig(n_users=50, n_items=40, seed=7), 200, 2)
+    >>> users = [{e.user_id for e in part if e.type != "item_profile"} for part in parts]
+    >>> sum(map(len, parts)), users[0] & users[1]
+    (290, set())
+    """
+    sim = Simulator(cfg)
+    out: list[list[Event]] = [[] for _ in range(parts)]
+    for p in sim.profiles():
+        if p.type == "user_profile":
+            out[crc32(p.user_id.encode()) % parts].append(p)  # type: ignore[union-attr]
+        elif items_everywhere:
+            for part in out:
+                part.append(p)
+        else:
+            out[crc32(p.item_id.encode()) % parts].append(p)  # type: ignore[union-attr]
+    for e in sim.events(n_events):
+        out[crc32(e.user_id.encode()) % parts].append(e)
+    return out

@@ -19,13 +19,15 @@ Every builder takes the deployment's :class:`~stream.config.KafkaConfig` (TLS, S
 librdkafka property), so no client connects without it. ``health`` receives the clients'
 errors (:class:`~stream.kafka.health.BrokerHealth`: rate-limited log lines, broker loss).
 
-:func:`is_data` is the one filter of consumed messages that every consume loop uses.
+:func:`is_data` is the one filter of consumed messages that every consume loop uses;
+:func:`produce` the one way every producer queues a message.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -210,6 +212,52 @@ def producer(
             message_timeout_ms=message_timeout_ms,
         )
     )
+
+
+#: A delivery report callback: the error (None when delivered) and the message.
+OnDelivery = Callable[[KafkaError | None, Message], None]
+#: Message headers as ``Producer.produce`` takes them.
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    partition: int = -1,
+    headers: Headers | None = None,
+    on_delivery: OnDelivery | None = None,
+    wait_for_room: bool = True,
+) -> None:
+    """Queue one message: to ``partition``, or (-1) to the key's partition.
+
+    When the local queue is full, serve delivery reports until there is room (the broker
+    acknowledging what is queued makes it); with ``wait_for_room=False`` raise the
+    ``BufferError`` instead, for a caller that must not block (an HTTP request).
+    """
+    extra: dict[str, Any] = {}
+    if headers is not None:
+        extra["headers"] = headers
+    if on_delivery is not None:
+        extra["on_delivery"] = on_delivery
+    while True:
+        try:
+            producer.produce(topic, value, key, partition=partition, **extra)
+            return
+        except BufferError:
+            if not wait_for_room:
+                raise
+            producer.poll(0.05)
+
+
+def partition_count(client: Producer, topic: str, timeout: float = 30.0) -> int:
+    """How many partitions ``topic`` has (raise ``RuntimeError`` when it cannot be read)."""
+    meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise RuntimeError(f"cannot read the partitions of topic {topic}: {meta}")
+    return len(meta.partitions)
 
 
 def admin(bootstrap_servers: str, *, kafka: KafkaConfig) -> AdminClient:

@@ -30,7 +30,7 @@ from stream.events.text import clip
 from stream.kafka import clients
 from stream.kafka.health import BrokerHealth
 
-Headers = list[tuple[str, str | bytes | None]]
+Headers = clients.Headers
 
 # What the producer accepts above a letter's payload (per-message framing overhead).
 PRODUCER_HEADROOM: Final = 64 * 1024
@@ -108,19 +108,14 @@ class DeadLetters:
         if source is None:
             headers.append(("source.value", b"null"))
         value, key, headers = fit(source or b"", source_key or b"", headers, self.max_bytes)
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic,
-                    None if source is None else value,
-                    None if source_key is None else key,
-                    headers=headers,
-                    on_delivery=self._on_delivery,
-                )
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports until there is room.
-                self._producer.poll(0.05)
+        clients.produce(
+            self._producer,
+            self.topic,
+            None if source is None else value,
+            None if source_key is None else key,
+            headers=headers,
+            on_delivery=self._on_delivery,
+        )
         self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:

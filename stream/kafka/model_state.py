@@ -40,14 +40,8 @@ class ModelStatePublisher:
         """Queue every (key, value); return how many (delivery happens in the background).
         A value of None is a tombstone."""
         n = 0
-        produce = self._producer.produce
         for key, value in records:
-            while True:
-                try:
-                    produce(self.topic, value, key, on_delivery=self._on_delivery)
-                    break
-                except BufferError:  # local queue full: serve delivery reports
-                    self._producer.poll(0.05)
+            clients.produce(self._producer, self.topic, value, key, on_delivery=self._on_delivery)
             n += 1
         self.sent += n
         self._producer.poll(0)

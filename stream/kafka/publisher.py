@@ -15,6 +15,7 @@ User profiles go with their user's events.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +47,40 @@ class DeliveryStats:
     def pending(self) -> int:
         return self.sent - self.delivered - self.failed
 
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Count one delivery report (a producer's ``on_delivery``)."""
+        if err is not None:
+            self.failed += 1
+            if len(self.errors) < 20:
+                self.errors.append(str(err))
+            return
+        self.delivered += 1
+        part, nxt = msg.partition() or 0, (msg.offset() or 0) + 1
+        if nxt > self.end_offsets.get(part, 0):
+            self.end_offsets[part] = nxt
+
 
 def is_item_profile(record: Record) -> bool:
     """Whether ``record`` is an item profile (raw bytes are not looked into)."""
     if isinstance(record, dict):
         return record.get("type") == "item_profile"
     return isinstance(record, ItemProfileEvent)
+
+
+def destinations(record: Record, partitions: Callable[[], int]) -> range | tuple[int]:
+    """The partitions to send ``record`` to: every one of the topic (``partitions()`` of
+    them, asked only then) for an item profile, else -1: its key's partition.
+
+    >>> destinations({"type": "item_profile", "item_id": "i1"}, lambda: 3)
+    range(0, 3)
+    >>> destinations({"type": "click", "user_id": "u1"}, lambda: 3)
+    (-1,)
+    """
+    if is_item_profile(record):
+        n = partitions()
+        if n > 1:
+            return range(n)
+    return (-1,)
 
 
 def event_key(record: Record) -> bytes | None:
@@ -75,22 +104,8 @@ class EventPublisher:
     def partitions(self) -> int:
         """How many partitions the topic has (asked once)."""
         if self._partitions is None:
-            meta = self._producer.list_topics(self.topic, timeout=30).topics.get(self.topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise RuntimeError(f"cannot read the partitions of topic {self.topic}: {meta}")
-            self._partitions = len(meta.partitions)
+            self._partitions = clients.partition_count(self._producer, self.topic)
         return self._partitions
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.stats.failed += 1
-            if len(self.stats.errors) < 20:
-                self.stats.errors.append(str(err))
-            return
-        self.stats.delivered += 1
-        part, nxt = msg.partition() or 0, (msg.offset() or 0) + 1
-        if nxt > self.stats.end_offsets.get(part, 0):
-            self.stats.end_offsets[part] = nxt
 
     def publish(self, record: Record, key: bytes | None = None) -> None:
         if isinstance(record, bytes):
@@ -100,23 +115,19 @@ class EventPublisher:
         else:
             value = encode_event(record)
         key = key if key is not None else event_key(record)
-        if is_item_profile(record) and self.partitions() > 1:
-            for partition in range(self.partitions()):  # a copy for every partition
-                self.publish_raw(value, key, partition)
-        else:
-            self.publish_raw(value, key)
+        for partition in destinations(record, self.partitions):
+            self.publish_raw(value, key, partition)
 
     def publish_raw(self, value: bytes, key: bytes | None, partition: int = -1) -> None:
         """Send ``value``; to ``partition``, or (-1) to the key's partition."""
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, value, key, partition=partition, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                # Local queue full: serve delivery reports until there is room.
-                self._producer.poll(0.05)
+        clients.produce(
+            self._producer,
+            self.topic,
+            value,
+            key,
+            partition=partition,
+            on_delivery=self.stats.on_delivery,
+        )
         self.stats.sent += 1
         if self.stats.sent % 5000 == 0:
             self._producer.poll(0)

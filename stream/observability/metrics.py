@@ -120,6 +120,13 @@ class PipelineMetrics:
             registry=r,
         )
         self._broker_errors_seen = 0
+        self.item_deltas = Counter(
+            f"{PREFIX}_item_deltas",
+            "Item deltas sent to the other partitions' learners, by the broker's answer "
+            "(delivered, failed).",
+            ["outcome"],
+            registry=r,
+        )
 
     def observe_broker(self, up: bool, errors: int) -> None:
         """The clients' health: reachable or not, and the errors they reported so far."""
