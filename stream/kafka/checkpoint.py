@@ -233,6 +233,8 @@ class _Flushable(Protocol):
 class _Archiver(Protocol):  # stream.kafka.archive.ArchiveBuffer
     def write(self, offsets: Offsets) -> None: ...
 
+    def drop_partitions(self, partitions: list[int]) -> None: ...
+
 
 class _Committer(Protocol):  # a confluent_kafka.Consumer
     def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> Any: ...
@@ -242,6 +244,8 @@ class _Saver(Protocol):  # stream.kafka.partitions.PartitionStore
     topic: str
 
     def save(self, partition: int, state: Any, offset: int, epoch: int) -> bool: ...
+
+    def holds(self, partition: int, epoch: int) -> bool: ...
 
 
 class PartitionSave(NamedTuple):
@@ -290,7 +294,14 @@ class Checkpoint:
         self._step(CommitStep.AFTER_FLUSH)
         topic = self.store.topic
         if self._archive is not None:
-            self._archive.write({(topic, s.partition): s.offset for s in saves})
+            # A partition claimed by another consumer since is archived by its new owner from
+            # its checkpoint on; archiving it here too would duplicate (or replace) its files.
+            gone = [s.partition for s in saves if not self.store.holds(s.partition, s.epoch)]
+            if gone:
+                self._archive.drop_partitions(gone)
+            self._archive.write(
+                {(topic, s.partition): s.offset for s in saves if s.partition not in gone}
+            )
         self._step(CommitStep.AFTER_ARCHIVE)
         fenced = [
             s.partition
