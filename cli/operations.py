@@ -175,9 +175,7 @@ def retrain(
 
     cfg = settings()
     bootstrap = require_cluster(cfg, "retrain")
-    publish_control(
-        bootstrap, cfg.topics.control, RetrainTrigger(reason=reason), kafka=cfg.kafka
-    )
+    publish_control(bootstrap, cfg.topics.control, RetrainTrigger(reason=reason), kafka=cfg.kafka)
     console.print(
         f"retrain trigger queued on {cfg.topics.control}: each consumer requests a retrain "
         "once no other is in progress; the retrainer serves it when it runs"
@@ -201,9 +199,7 @@ def rollback(
         version = registry.rollback()
     except RegistryError as err:
         raise fail(str(err)) from None
-    publish_control(
-        bootstrap, cfg.topics.control, ModelActivated(version=version), kafka=cfg.kafka
-    )
+    publish_control(bootstrap, cfg.topics.control, ModelActivated(version=version), kafka=cfg.kafka)
     console.print(f"rolled back to model version {version}; consumers will swap it in")
 
 

@@ -441,7 +441,13 @@ def http_recommender(base_url: str, timeout: float = 10.0) -> RecommendFn:
             if err.code != 503:
                 raise
             return Recommendations(
-                user_id, "unknown", policy, [], 0, 0.0, "not-ready"  # type: ignore[arg-type]
+                user_id,
+                "unknown",
+                policy,  # type: ignore[arg-type]
+                [],
+                0,
+                0.0,
+                "not-ready",  # type: ignore[arg-type]
             )
         items = [
             Recommended(i["item_id"], i["score"], i["reason"], i["position"], i["propensity"])
