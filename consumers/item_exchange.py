@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ItemExchange"]
 
+FETCH_WAIT_MS = 10
+
 
 class ItemExchange:
     """Publishes the local learners' item deltas and applies everyone's (one per consumer)."""
@@ -46,8 +48,14 @@ class ItemExchange:
         # (1/k of each) keeps its step size that of one learner.
         self.click_scale = 1.0 / partitions
         self._producer = clients.producer(bootstrap_servers, kafka=settings.kafka, linger_ms=1)
+        # Another consumer's delta is applied only once fetched: a fetch held open for the
+        # client default (500 ms) would make it that much later, hundreds of messages.
         self._reader = clients.reader(
-            bootstrap_servers, "item-exchange", kafka=settings.kafka, partition_eof=True
+            bootstrap_servers,
+            "item-exchange",
+            kafka=settings.kafka,
+            partition_eof=True,
+            fetch_wait_ms=FETCH_WAIT_MS,
         )
         self.position: int | None = None  # next offset to read (None: not reading yet)
         self._since = 0
