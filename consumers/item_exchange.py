@@ -13,7 +13,7 @@ arrive; Kafka Streams replicates a global table to its instances the same way.
   applied already are skipped (each source's sequence numbers are kept in the checkpoint).
 - Consistency: the learners agree once every delta is applied everywhere (after the stream
   stops: :meth:`ItemExchange.settle`); while it flows, another consumer's changes arrive a
-  few exchanges late. A consumer that crashed sends the deltas of the events it applies again
+  exchange or so late. A consumer that crashed sends the deltas of the events it applies again
   with sequence numbers already used, which the others skip: their item model keeps the
   first run's share of those events, the restarted learner its replay's (a difference of at
   most one checkpoint interval's item updates of that partition).
