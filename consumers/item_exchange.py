@@ -12,7 +12,7 @@ arrive; Kafka Streams replicates a global table to its instances the same way.
 - A restored learner re-reads from the position saved in its checkpoint; the deltas it had
   applied already are skipped (each source's sequence numbers are kept in the checkpoint).
 - Consistency: the learners agree once every delta is applied everywhere (after the stream
-  stops: :meth:`ItemExchange.settle`); while it flows, another consumer's changes arrive a
+  stops: :meth:`ItemExchange.settle`); while it flows, another consumer's changes arrive an
   exchange or so late. A consumer that crashed sends the deltas of the events it applies again
   with sequence numbers already used, which the others skip: their item model keeps the
   first run's share of those events, the restarted learner its replay's (a difference of at
