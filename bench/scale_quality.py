@@ -48,7 +48,7 @@ def pooled(learners: list[FeedbackLearner]) -> tuple[float | None, float | None,
 
 
 def run(
-    bootstrap: str, records: list[Record], k: int, limits: Limits, state: Path
+    bootstrap: str, records: list[Record], k: int, limits: Limits, state: Path, every: int
 ) -> tuple[float | None, float | None, int]:
     tag = uuid.uuid4().hex[:8]
     topics = Topics.prefixed(tag).model_copy(update={"events_partitions": k})
@@ -56,7 +56,9 @@ def run(
         bootstrap_servers=bootstrap,
         topics=topics,
         limits=limits,
-        consumer=ConsumerConfig(group_id=f"g-{tag}", state_dir=state / tag),
+        consumer=ConsumerConfig(
+            group_id=f"g-{tag}", state_dir=state / tag, share_items_every=every
+        ),
     )
     ensure_topics(bootstrap, topics, kafka=settings.kafka)
     pub = EventPublisher(bootstrap, topics.events, kafka=settings.kafka)
@@ -89,6 +91,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--out", type=Path)
+    default_every = ConsumerConfig().share_items_every
+    ap.add_argument(
+        "--every",
+        type=int,
+        default=default_every,
+        help=f"exchange item deltas every this many messages (default {default_every})",
+    )
     args = ap.parse_args()
     sim = Simulator(SimulatorConfig(seed=42, bot_share=0.02))
     streams: dict[str, tuple[list[Record], Limits]] = {
@@ -107,7 +116,7 @@ def main() -> None:
             base: tuple[float | None, float | None, int] | None = None
             for k in (1, 2, 4):
                 logloss, rmse, consumed = run(
-                    broker.bootstrap_servers, records, k, limits, Path(tmp)
+                    broker.bootstrap_servers, records, k, limits, Path(tmp), args.every
                 )
                 base = base or (logloss, rmse, consumed)
 
@@ -126,11 +135,13 @@ def main() -> None:
             "",
             f"Machine: {machine()}.",
             f"Command: `python bench/scale_quality.py --events {args.events}"
+            + ("" if args.every == default_every else f" --every {args.every}")
             + (f" --out {args.out}`" if args.out else "`"),
             "",
             "k partitions and k consumers of one group (threads of one process, one shared "
-            "state dir), the partitions' learners exchanging item deltas every 200 messages "
-            "(the default). Prequential scores pooled over the partitions' final checkpoints; "
+            f"state dir), the partitions' learners exchanging item deltas every {args.every} "
+            "messages" + (" (the default)" if args.every == default_every else "") + ". "
+            "Prequential scores pooled over the partitions' final checkpoints; "
             "in brackets, the change against one consumer on one partition.",
             "",
             "| stream | consumers (= partitions) | messages | click log loss | rating RMSE |",

@@ -12,8 +12,8 @@ arrive; Kafka Streams replicates a global table to its instances the same way.
 - A restored learner re-reads from the position saved in its checkpoint; the deltas it had
   applied already are skipped (each source's sequence numbers are kept in the checkpoint).
 - Consistency: the learners agree once every delta is applied everywhere (after the stream
-  stops: :meth:`ItemExchange.settle`); while it flows, another consumer's changes arrive a
-  few exchanges late. A consumer that crashed sends the deltas of the events it applies again
+  stops: :meth:`ItemExchange.settle`); while it flows, another consumer's changes arrive an
+  exchange or so late. A consumer that crashed sends the deltas of the events it applies again
   with sequence numbers already used, which the others skip: their item model keeps the
   first run's share of those events, the restarted learner its replay's (a difference of at
   most one checkpoint interval's item updates of that partition).
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ItemExchange"]
 
+FETCH_WAIT_MS = 10
+
 
 class ItemExchange:
     """Publishes the local learners' item deltas and applies everyone's (one per consumer)."""
@@ -57,8 +59,14 @@ class ItemExchange:
         # (1/k of each) keeps its step size that of one learner.
         self.click_scale = 1.0 / partitions
         self._producer = clients.producer(bootstrap_servers, kafka=settings.kafka, linger_ms=1)
+        # Another consumer's delta is applied only once fetched: a fetch held open for the
+        # client default (500 ms) would make it that much later, hundreds of messages.
         self._reader = clients.reader(
-            bootstrap_servers, "item-exchange", kafka=settings.kafka, partition_eof=True
+            bootstrap_servers,
+            "item-exchange",
+            kafka=settings.kafka,
+            partition_eof=True,
+            fetch_wait_ms=FETCH_WAIT_MS,
         )
         self.position: int | None = None  # next offset to read (None: not reading yet)
         self._since = 0

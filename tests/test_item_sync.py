@@ -213,6 +213,22 @@ def test_item_start_vectors_come_from_the_id() -> None:
     assert not np.array_equal(other_seed.vectors[0], t1.vectors[0])
 
 
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_row_added_with_a_start_holds_it_and_later_rows_draw_as_usual(keyed: bool) -> None:
+    def table() -> FactorTable:
+        return FactorTable(factors=4, init_scale=0.1, seed=5, stream=1, keyed=keyed)
+
+    drawn, given = table(), table()
+    for id_ in ("a", "b"):
+        drawn.add(id_)
+    start = np.arange(4.0)
+    given.add("a", start)
+    given.add("b")
+    assert np.array_equal(given.vectors[0], start)
+    # The start replaces only its own row: the next row's draw is the one it always was.
+    assert np.array_equal(given.vectors[1], drawn.vectors[1])
+
+
 def test_a_swap_starts_a_new_base() -> None:
     parts = split_by_user(CFG, 2000, 2, items_everywhere=True)
     a = FeedbackLearner(Settings())

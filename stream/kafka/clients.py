@@ -180,14 +180,20 @@ def reader(
     kafka: KafkaConfig,
     partition_eof: bool = False,
     bulk: bool = False,
+    fetch_wait_ms: int | None = None,
 ) -> Consumer:
-    """A consumer outside any shared group: it assigns partitions itself and never commits."""
+    """A consumer outside any shared group: it assigns partitions itself and never commits.
+
+    ``fetch_wait_ms`` bounds how long the broker may hold a fetch open waiting for data (the
+    client default is 500 ms): a reader that needs new messages soon sets it low.
+    """
     group = f"{purpose}-{uuid.uuid4().hex[:8]}"
-    return Consumer(
-        consumer_config(
-            bootstrap_servers, group, kafka=kafka, partition_eof=partition_eof, bulk=bulk
-        )
+    cfg = consumer_config(
+        bootstrap_servers, group, kafka=kafka, partition_eof=partition_eof, bulk=bulk
     )
+    if fetch_wait_ms is not None:
+        cfg["fetch.wait.max.ms"] = fetch_wait_ms
+    return Consumer(cfg)
 
 
 def producer(

@@ -274,8 +274,7 @@ class _TableBase:
 
     def _add_row(self, id_: str, bias: float, vector: np.ndarray, profile: Any) -> int:
         t = self.model._items
-        row = t.add(id_)
-        t.vectors[row] = vector
+        row = t.add(id_, vector)
         t.biases[row] = bias
         self._reserve(row + 1)
         self.vectors[row] = vector
@@ -429,15 +428,18 @@ class ItemSync:
         base_w, scale = self._click_weights, self.click_scale
         weights = engagement.model._weights
         changed_w = {}
-        for k, v in list(weights.items()):
+        # As for popularity below: the set difference scans every weight in C, the loop
+        # runs over changed weights only (a weight absent from the base has base 0.0).
+        for k, v in weights.items() - base_w.items():
             b = base_w.get(k, 0.0)
-            if v != b:
-                if scale == 1.0:
-                    changed_w[k] = v - b
-                    base_w[k] = v
-                else:  # this task keeps the scaled change too, as the others will
-                    d = changed_w[k] = (v - b) * scale
-                    base_w[k] = weights[k] = b + d
+            if v == b:  # a new weight still at 0.0
+                continue
+            if scale == 1.0:
+                changed_w[k] = v - b
+                base_w[k] = v
+            else:  # this task keeps the scaled change too, as the others will
+                d = changed_w[k] = (v - b) * scale
+                base_w[k] = weights[k] = b + d
         delta.click_weights = changed_w
         intercept = engagement.intercept
         if intercept != self._click_intercept:

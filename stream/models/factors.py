@@ -97,16 +97,20 @@ class FactorTable:
     def n(self) -> int:
         return len(self.ids)
 
-    def add(self, id_: str) -> int:
-        """Append a new id and return its row (the caller checked it is not known)."""
+    def add(self, id_: str, start: np.ndarray | None = None) -> int:
+        """Append a new id and return its row (the caller checked it is not known); its
+        vector is ``start`` when given (a start another process drew), else a fresh draw."""
         row = len(self.ids)
         if row == len(self.biases):
             self._grow(2 * row)
         if self.keyed:
-            self.vectors[row] = self.keyed_draw(id_)
+            if start is None:  # a keyed draw seeds a generator: skip it when overwritten
+                self.vectors[row] = self.keyed_draw(id_)
         elif row % CHUNK == 0:
             # Fill the whole chunk now so later adds are just a dict insert.
             self.vectors[row : row + CHUNK] = self._draws(row + self.removed, CHUNK)
+        if start is not None:
+            self.vectors[row] = start
         self.index[id_] = row
         self.ids.append(id_)
         self.counts.append(0)
