@@ -30,7 +30,6 @@ from typing import Any
 
 from river import linear_model, optim
 from river.utils import VectorDict
-from river.utils.math import sigmoid as _river_sigmoid
 
 from stream.config import ModelConfig
 from stream.events import Context
@@ -245,13 +244,21 @@ class EngagementModel:
         fast = self._fast
         if fast is None:  # checked once (and once after unpickling an older model)
             fast = self._fast = _plain_sgd_log(model)
+        p: float | None
         if not fast:
             p = self.predict_proba(x) if score else None
             self.learn(x, clicked)
             return p
         weights = model._weights
         raw = weights.dot(x) + model.intercept
-        p = float(_river_sigmoid(raw)) if score else None
+        if not score:
+            p = None
+        elif raw < -30:  # river.utils.math.sigmoid, inlined (the same operations)
+            p = 0.0
+        elif raw > 30:
+            p = 1.0
+        else:
+            p = 1 / (1 + exp(-raw))
         # optim.losses.Log.gradient with unit class weights, y in {-1, 1}
         y = 1 if clicked else -1
         z = raw * y
@@ -263,8 +270,10 @@ class EngagementModel:
             g = 1.0 * -y / (exp(z) + 1.0)
         g = float(max(-model.clip_gradient, min(g * 1.0, model.clip_gradient)))
         optimizer = model.optimizer
-        model.intercept -= model.intercept_lr.get(optimizer.n_iterations) * g
-        weights.isub_scaled(VectorDict.from_scaled(x, g), optimizer.learning_rate)
+        # Both schedules are Constant (_plain_sgd_log): Constant.get(t) is its learning_rate,
+        # read here without the property and method frames.
+        model.intercept -= model.intercept_lr.learning_rate * g
+        weights.isub_scaled(VectorDict.from_scaled(x, g), optimizer.lr.learning_rate)
         optimizer.n_iterations += 1
         self.n_learned += 1
         return p
