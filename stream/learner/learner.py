@@ -293,7 +293,10 @@ class FeedbackLearner:
             observer.engagement(out)
 
     def _learn_click(self, e: ClickEvent, index: int, new_user: bool) -> None:
-        self._recall(e)
+        # _recall(e), inlined.
+        hit = self.models.implicit.hit_at_k(e.user_id, e.item_id, RECALL_K)
+        if hit is not None:
+            self.recall.update(hit)
         self._learn_engagement(e, True, index, new_user)
         self._interact(e.user_id, e.item_id)
 
