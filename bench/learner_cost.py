@@ -41,7 +41,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     sim = Simulator(SimulatorConfig(seed=args.seed, bot_share=0.02))
-    raws = [encode_event(e) for e in [*sim.profiles(), *sim.events(args.events)]]
+    events = [*sim.profiles(), *sim.events(args.events)]
+    raws: list[bytes | None] = [encode_event(e) for e in events]
     learner = FeedbackLearner(Settings())
     warm_up()
     if not args.setup_only and args.batch > 0:
