@@ -9,7 +9,9 @@ callgrind do not. Run twice, with and without processing, and subtract::
         .venv/bin/python bench/learner_cost.py --events 20000
 
 (``Collected`` in each run's output; the difference divided by the messages is the cost per
-message.) ``PYTHONHASHSEED=0`` fixes string hashing, so repeated runs count the same.
+message.) ``--batch N`` feeds ``FeedbackLearner.process_batch`` N messages at a time (the
+consumer's entry point) instead of ``process`` one by one. ``PYTHONHASHSEED=0`` fixes
+string hashing, so repeated runs count the same.
 Both runs load the compiled kernels (:func:`stream.models.kernels.warm_up`), so loading
 them, a once-per-process cost, is not counted as per-message work.
 """
@@ -34,12 +36,19 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--setup-only", action="store_true", help="Build everything, process nothing.")
+    ap.add_argument(
+        "--batch", type=int, default=0, help="Messages per process_batch call (0: process each)."
+    )
     args = ap.parse_args()
     sim = Simulator(SimulatorConfig(seed=args.seed, bot_share=0.02))
-    raws = [encode_event(e) for e in [*sim.profiles(), *sim.events(args.events)]]
+    events = [*sim.profiles(), *sim.events(args.events)]
+    raws: list[bytes | None] = [encode_event(e) for e in events]
     learner = FeedbackLearner(Settings())
     warm_up()
-    if not args.setup_only:
+    if not args.setup_only and args.batch > 0:
+        for start in range(0, len(raws), args.batch):
+            learner.process_batch(raws[start : start + args.batch])
+    elif not args.setup_only:
         process = learner.process
         for raw in raws:
             process(raw)

@@ -558,6 +558,7 @@ def test_engagement_features_cache_is_invisible():
     ctx = Context(device="tv", hour=20, weekday=6)
     click._USER_PARTS.clear()
     click._GENRE_PARTS.clear()
+    click._PARTS.clear()
     miss = f(user, item, ctx)
     miss["cf_logit"] = 3.0  # as learn_engagement adds to it
     hit = f(dict(user), dict(item), ctx)

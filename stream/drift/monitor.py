@@ -217,6 +217,19 @@ class DriftMonitor:
             if s is not None:
                 self._signals.append(s)
 
+    def observe_arrival(self, code: int, is_new: bool, event_index: int) -> None:
+        """:meth:`observe_event_type` then :meth:`observe_new_user` (one call per event)."""
+        signals = self._signals
+        for d in self._event_type:
+            s = d.update(code, event_index)
+            if s is not None:
+                signals.append(s)
+        new = 1 if is_new else 0
+        for d in self._new_user:
+            s = d.update(new, event_index)
+            if s is not None:
+                signals.append(s)
+
     def observe_click_genre(self, code: int, event_index: int) -> None:
         """First genre of a clicked item, as ``self.genre_codes.code(genre)``."""
         for d in self._click_genre:

@@ -41,8 +41,11 @@ class DriftObserver:
     # showed; inlined rather than a shared helper, as this runs once per event.
     def engagement(self, o: Engagement, /) -> None:
         monitor, index = self.monitor, o.event_index
-        monitor.observe_event_type(_CLICK if o.clicked else _IMPRESSION, index)
-        monitor.observe_new_user(o.new_user, index)
+        if monitor.__class__ is DriftMonitor:  # both observations in one call
+            monitor.observe_arrival(_CLICK if o.clicked else _IMPRESSION, o.new_user, index)
+        else:
+            monitor.observe_event_type(_CLICK if o.clicked else _IMPRESSION, index)
+            monitor.observe_new_user(o.new_user, index)
         # The loss relative to the naive click-through rate: a change in the base rate
         # alone moves both, a model that lost its edge moves only one.
         regret = o.loss - o.naive_loss
@@ -58,12 +61,18 @@ class DriftObserver:
 
     def rating(self, o: Rated, /) -> None:
         monitor, index = self.monitor, o.event_index
-        monitor.observe_event_type(_RATING, index)
-        monitor.observe_new_user(o.new_user, index)
+        if monitor.__class__ is DriftMonitor:
+            monitor.observe_arrival(_RATING, o.new_user, index)
+        else:
+            monitor.observe_event_type(_RATING, index)
+            monitor.observe_new_user(o.new_user, index)
         monitor.observe_rating_error(o.squared_error, index)
 
     def dwell(self, o: Dwelled, /) -> None:
         monitor, index = self.monitor, o.event_index
-        monitor.observe_event_type(_DWELL, index)
-        monitor.observe_new_user(o.new_user, index)
+        if monitor.__class__ is DriftMonitor:
+            monitor.observe_arrival(_DWELL, o.new_user, index)
+        else:
+            monitor.observe_event_type(_DWELL, index)
+            monitor.observe_new_user(o.new_user, index)
         monitor.observe_dwell(o.seconds, index)

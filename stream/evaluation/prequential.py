@@ -109,9 +109,10 @@ class BinaryScore:
         """Account one outcome ``clicked`` predicted with probability ``p`` of a click;
         return that event's log loss (callers need it too: compute it once)."""
         pc = _EPS if p < _EPS else (1.0 - _EPS if p > 1.0 - _EPS else p)
-        b = int(pc * self.bins)
-        if b >= self.bins:
-            b = self.bins - 1
+        bins = self.bins
+        b = int(pc * bins)
+        if b >= bins:
+            b = bins - 1
         self.n += 1
         if clicked:
             self.n_positive += 1

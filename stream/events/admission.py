@@ -412,7 +412,8 @@ class Admission:
             )
             return None
         event_id = event.event_id
-        first = self.seen.fingerprint(event_id)
+        seen = self.seen
+        first = seen._ids.get(event_id)  # SeenEvents.fingerprint, inlined (once per event)
         if first is not None:
             if first == fingerprint:
                 c.duplicates += 1
@@ -427,23 +428,30 @@ class Admission:
         if etype in _INTERACTIONS:  # a string test: isinstance on pydantic models costs more
             ie = cast(InteractionEvent, event)
             limits, profiles = self.limits, self.profiles
-            if limits.require_known_users and ie.user_id not in profiles.users:
+            user_id = ie.user_id
+            if limits.require_known_users and user_id not in profiles.users:
                 return self._reject(
-                    Rejection("unknown_user", f"unknown user {quote(ie.user_id)}", etype)
+                    Rejection("unknown_user", f"unknown user {quote(user_id)}", etype)
                 )
             if limits.require_known_items and ie.item_id not in profiles.items:
                 return self._reject(
                     Rejection("unknown_item", f"unknown item {quote(ie.item_id)}", etype)
                 )
-            if self.bots.is_bot(ie.user_id, ie.ts):
+            if self.bots.is_bot(user_id, ie.ts):
                 # Seen, so a redelivery of it counts as a duplicate, not filtered again.
-                self.seen.add(event_id, fingerprint)
+                seen.add(event_id, fingerprint)
                 c.filtered += 1
                 c.filtered_by_reason["bot"] = c.filtered_by_reason.get("bot", 0) + 1
                 return None
         else:
             self.profiles.add(cast(UserProfileEvent | ItemProfileEvent, event))
-        self.seen.add(event_id, fingerprint)
+        # SeenEvents.add, inlined (once per event).
+        if seen.size:
+            seen._ids[event_id] = fingerprint
+            order = seen._order
+            order.append(event_id)
+            if len(order) > seen.size:
+                seen._ids.pop(order.popleft(), None)
         c.applied += 1
         return event
 

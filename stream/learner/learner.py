@@ -62,6 +62,8 @@ from stream.models import ModelBundle
 RECALL_K = 10
 # Messages between two points of the learner's quality timeline (for plots).
 TIMELINE_EVERY = 2000
+# tuple.__new__(cls, values): a NamedTuple without the Python frame of cls(*values).
+_new_tuple: Callable[..., Any] = tuple.__new__
 
 
 class FeedbackLearner:
@@ -157,19 +159,34 @@ class FeedbackLearner:
         value is message number ``counts.consumed`` (before the call) ``+ k``. The entry
         point of a consumer that polls in batches: the lookups are done once per batch.
         """
-        admit_raw = self.admission.admit_raw
-        learn = self.learn
+        admission = self.admission
+        admit_raw = admission.admit_raw
+        learners = self._learners
         out: list[Rejection | None] = []
         append = out.append
         for k, raw in enumerate(values):
             event = admit_raw(raw)
             if event is None or event.__class__ is Rejection:
                 append(event)  # type: ignore[arg-type]  # None or a Rejection
-            else:
-                learn(event)  # type: ignore[arg-type]  # an admitted event
-                append(None)
-                if admitted is not None:
-                    admitted.append(k)
+                continue
+            # learn(event), inlined: the same steps in the same order.
+            index = admission.counts.consumed
+            learn = learners.get(event.__class__)
+            if learn is not None:
+                user_id = event.user_id  # type: ignore[union-attr]  # an interaction
+                # Asked before learning: whether the models have seen the user (has_user).
+                learn(event, index, user_id not in self.models.implicit._users.index)
+                self.last_event_ts = event.ts  # type: ignore[union-attr]  # an event
+                recency = self.recency
+                recency.pop(user_id, None)  # (re)inserted last: the most recently active
+                recency[user_id] = None
+                if len(recency) > self.evict_at:
+                    self.evict()
+            if index % TIMELINE_EVERY == 0:
+                self._snapshot()
+            append(None)
+            if admitted is not None:
+                admitted.append(k)
         return out
 
     def apply(self, event: Event) -> Rejection | None:
@@ -229,30 +246,40 @@ class FeedbackLearner:
         )
 
     # -- per-type learning (score first, then learn, then tell the observers) -----------------
+    # Outcomes are built by tuple.__new__: the same NamedTuples as calling the class, without
+    # its Python-level __new__ frame (once per event).
     def _learn_rating(self, e: RatingEvent, index: int, new_user: bool) -> None:
         profiles = self._profiles
+        user_id, item_id = e.user_id, e.item_id
         predicted = self.models.learn_rating(
-            e, profiles.users.get(e.user_id), profiles.items.get(e.item_id)
+            e, profiles.users.get(user_id), profiles.items.get(item_id)
         )
-        self._interact(e.user_id, e.item_id)
+        self._interact(user_id, item_id)
         self._rated(e, index, new_user, predicted)
 
     def _rated(self, e: RatingEvent, index: int, new_user: bool, predicted: float) -> None:
-        self.rating_score.update(e.rating, predicted)
-        self.naive.score_rating(e.rating)
-        out = Rated(index, new_user, (e.rating - predicted) ** 2)
+        rating = e.rating
+        self.rating_score.update(rating, predicted)
+        self.naive.score_rating(rating)
+        out = _new_tuple(Rated, (index, new_user, (rating - predicted) ** 2))
         for observer in self.observers:
             observer.rating(out)
 
     def _learn_engagement(
         self, e: ClickEvent | ImpressionEvent, clicked: bool, index: int, new_user: bool
     ) -> None:
-        item = self._profiles.items.get(e.item_id)
-        p = self.models.learn_engagement(
-            e, clicked, self._profiles.users.get(e.user_id), item, True
-        )
+        profiles = self._profiles
+        item = profiles.items.get(e.item_id)
+        p = self.models.learn_engagement(e, clicked, profiles.users.get(e.user_id), item, True)
         assert p is not None  # scored
-        self._engaged(clicked, index, new_user, p, item)
+        # _engaged, inlined (the learning path of every click and impression).
+        loss = self.click_score.update(clicked, p)
+        naive_loss = self.naive.score_engagement(clicked)
+        genres = item.get("genres") if clicked and item is not None else None
+        genre = genres[0] if genres else None
+        out = _new_tuple(Engagement, (index, new_user, clicked, loss, naive_loss, genre))
+        for observer in self.observers:
+            observer.engagement(out)
 
     def _engaged(
         self, clicked: bool, index: int, new_user: bool, p: float, item: dict[str, Any] | None
@@ -261,12 +288,15 @@ class FeedbackLearner:
         naive_loss = self.naive.score_engagement(clicked)
         genres = item.get("genres") if clicked and item is not None else None
         genre = genres[0] if genres else None
-        out = Engagement(index, new_user, clicked, loss, naive_loss, genre)
+        out = _new_tuple(Engagement, (index, new_user, clicked, loss, naive_loss, genre))
         for observer in self.observers:
             observer.engagement(out)
 
     def _learn_click(self, e: ClickEvent, index: int, new_user: bool) -> None:
-        self._recall(e)
+        # _recall(e), inlined.
+        hit = self.models.implicit.hit_at_k(e.user_id, e.item_id, RECALL_K)
+        if hit is not None:
+            self.recall.update(hit)
         self._learn_engagement(e, True, index, new_user)
         self._interact(e.user_id, e.item_id)
 
@@ -280,7 +310,7 @@ class FeedbackLearner:
 
     def _learn_dwell(self, e: DwellEvent, index: int, new_user: bool) -> None:
         self.models.learn_dwell(e)
-        out = Dwelled(index, new_user, e.seconds)
+        out = _new_tuple(Dwelled, (index, new_user, e.seconds))
         for observer in self.observers:
             observer.dwell(out)
 

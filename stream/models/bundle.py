@@ -98,7 +98,9 @@ class ModelBundle:
         x = self.engagement.features(user, item, e.context)
         # Stacking: the implicit model's pre-learning score is a feature, so the click
         # model combines per-user taste with demographics, content and context.
-        x["cf_logit"] = _logit(cf)
+        # _logit(cf), inlined (the same operations): once per click or impression.
+        cf = min(max(cf, 1e-4), 1.0 - 1e-4)
+        x["cf_logit"] = math.log(cf / (1.0 - cf))
         return self.engagement.predict_learn(x, clicked, score)
 
     def predict_rating(

@@ -30,7 +30,6 @@ from typing import Any
 
 from river import linear_model, optim
 from river.utils import VectorDict
-from river.utils.math import sigmoid as _river_sigmoid
 
 from stream.config import ModelConfig
 from stream.events import Context
@@ -71,6 +70,9 @@ _CACHE_SIZE = 65_536
 _USER_PARTS: dict[tuple[Any, ...], tuple[dict[str, float], str | None, str | None, str | None]] = {}
 _GENRE_PARTS: dict[tuple[Any, ...], dict[str, float]] = {}
 _NO_USER: tuple[dict[str, float], None, None, None] = ({}, None, None, None)
+# The whole user and item part of the features (what _profile_part builds), by the values
+# of both: one lookup and one copy per event.
+_PARTS: dict[tuple[Any, ...], dict[str, float]] = {}
 
 
 def _user_part(
@@ -109,6 +111,29 @@ def _genre_part(
             x[gender_f + "|" + genre_f] = w
         if occ_f:
             x[occ_f + "|" + genre_f] = w
+    return x
+
+
+def _profile_part(
+    user: Mapping[str, Any] | None, item: Mapping[str, Any] | None
+) -> dict[str, float]:
+    """The features of the user and the item, in the order EngagementModel.features puts
+    them: the user's, each genre and its crosses, the decade."""
+    if user:
+        age = user.get("age")
+        ukey = (age, type(age), user.get("gender"), user.get("occupation"))
+        ux, age_f, gender_f, occ_f = _cached(_USER_PARTS, ukey, _user_part, user)
+    else:
+        ux, age_f, gender_f, occ_f = _NO_USER
+    x = ux.copy()
+    if item:
+        genres = item.get("genres")
+        if genres:
+            gkey = (age_f, gender_f, occ_f, genres)
+            x.update(_cached(_GENRE_PARTS, gkey, _genre_part, genres, age_f, gender_f, occ_f))
+        year = item.get("year")
+        if year is not None:
+            x[f"decade={year // 10 * 10}s"] = 1.0
     return x
 
 
@@ -170,22 +195,24 @@ class EngagementModel:
         do not get a larger norm. A fresh dict each call (the caller may add to it).
         """
         # Types are part of the user key: an age of 33 and 33.0 are equal keys, but only
-        # one is a valid index of the age bands.
+        # one is a valid index of the age bands (and a year of 1995.0 names another decade).
         if user:
             age = user.get("age")
-            ukey = (age, type(age), user.get("gender"), user.get("occupation"))
-            ux, age_f, gender_f, occ_f = _cached(_USER_PARTS, ukey, _user_part, user)
+            ukey: tuple[Any, ...] | None = (
+                age,
+                type(age),
+                user.get("gender"),
+                user.get("occupation"),
+            )
         else:
-            ux, age_f, gender_f, occ_f = _NO_USER
-        x = ux.copy()
+            ukey = None
         if item:
-            genres = item.get("genres")
-            if genres:
-                gkey = (age_f, gender_f, occ_f, genres)
-                x.update(_cached(_GENRE_PARTS, gkey, _genre_part, genres, age_f, gender_f, occ_f))
-            year = item.get("year")
-            if year is not None:
-                x[f"decade={year // 10 * 10}s"] = 1.0
+            genres, year = item.get("genres"), item.get("year")
+            key: tuple[Any, ...] = (ukey, genres, year, type(year))
+        else:
+            key = (ukey, None, None, None)
+        # The user and item part, built once per (user values, item values) and copied.
+        x: dict[str, float] = _cached(_PARTS, key, _profile_part, user, item).copy()
         if context is not None:
             if context.device is not None:
                 x["device=" + context.device] = 1.0
@@ -217,13 +244,21 @@ class EngagementModel:
         fast = self._fast
         if fast is None:  # checked once (and once after unpickling an older model)
             fast = self._fast = _plain_sgd_log(model)
+        p: float | None
         if not fast:
             p = self.predict_proba(x) if score else None
             self.learn(x, clicked)
             return p
         weights = model._weights
         raw = weights.dot(x) + model.intercept
-        p = float(_river_sigmoid(raw)) if score else None
+        if not score:
+            p = None
+        elif raw < -30:  # river.utils.math.sigmoid, inlined (the same operations)
+            p = 0.0
+        elif raw > 30:
+            p = 1.0
+        else:
+            p = 1 / (1 + exp(-raw))
         # optim.losses.Log.gradient with unit class weights, y in {-1, 1}
         y = 1 if clicked else -1
         z = raw * y
@@ -235,8 +270,10 @@ class EngagementModel:
             g = 1.0 * -y / (exp(z) + 1.0)
         g = float(max(-model.clip_gradient, min(g * 1.0, model.clip_gradient)))
         optimizer = model.optimizer
-        model.intercept -= model.intercept_lr.get(optimizer.n_iterations) * g
-        weights.isub_scaled(VectorDict.from_scaled(x, g), optimizer.learning_rate)
+        # Both schedules are Constant (_plain_sgd_log): Constant.get(t) is its learning_rate,
+        # read here without the property and method frames.
+        model.intercept -= model.intercept_lr.learning_rate * g
+        weights.isub_scaled(VectorDict.from_scaled(x, g), optimizer.lr.learning_rate)
         optimizer.n_iterations += 1
         self.n_learned += 1
         return p

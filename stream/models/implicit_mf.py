@@ -169,8 +169,13 @@ class ImplicitMF(FactorModel):
         matter only with cold start, for an id the model has not seen yet.
         """
         users, items = self._users, self._items
-        u, i, informed = self._rows(user_id, item_id, user_profile, item_profile)
-        bi = items.biases.item(i)  # for an uninformed pair's score
+        u = users.index.get(user_id)
+        i = items.index.get(item_id)
+        if u is None or i is None:  # a new row: _rows adds it (known pairs skip the call)
+            u, i, informed = self._rows(user_id, item_id, user_profile, item_profile)
+        else:
+            informed = True
+        bi = 0.0 if informed else items.biases.item(i)  # for an uninformed pair's score
         s = implicit_step(
             users.vectors,
             items.vectors,
