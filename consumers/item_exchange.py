@@ -25,7 +25,10 @@ arrive; Kafka Streams replicates a global table to its instances the same way.
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
+from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
@@ -41,6 +44,23 @@ log = logging.getLogger(__name__)
 __all__ = ["ItemExchange"]
 
 FETCH_WAIT_MS = 10
+
+
+def state_id(state_dir: Path) -> str:
+    """The id of the group's shared state dir, made by the first consumer that asks (written
+    whole, then linked into place: every consumer reads the same)."""
+    path = Path(state_dir) / "partitions" / "item-exchange-id"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        tmp.write_text(uuid.uuid4().hex)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another consumer made it first: theirs is the id
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 class ItemExchange:
@@ -68,9 +88,15 @@ class ItemExchange:
             partition_eof=True,
             fetch_wait_ms=FETCH_WAIT_MS,
         )
+        # Deltas are keyed "<state id>:<partition>": the learners apply only those of the
+        # consumers sharing their state dir, not a group started afresh (or another group)
+        # on the same topic, whose deltas cover events these learners learn themselves.
+        self.state_id = state_id(settings.consumer.state_dir)
+        self._prefix = self.state_id.encode() + b":"
         self.position: int | None = None  # next offset to read (None: not reading yet)
         self._since = 0
         self.applied = 0
+        self.foreign = 0  # deltas of another state dir, skipped
         self.stats = DeliveryStats()  # the deltas sent and the broker's answers
         self._metrics = metrics
         self._failed_reported = 0  # failures that a flush has reported already
@@ -99,7 +125,7 @@ class ItemExchange:
             sync = learner.item_sync
             delta = sync.take() if sync is not None else None
             if delta is not None:
-                self._send(str(partition).encode(), delta.to_bytes())
+                self._send(self._prefix + str(partition).encode(), delta.to_bytes())
                 # This consumer's other learners take it at once, not a broker round trip
                 # later; read back from the topic, it is skipped (its sequence number).
                 for other in learners.values():
@@ -163,11 +189,14 @@ class ItemExchange:
         for msg in self._reader.consume(1000, timeout):
             if not clients.is_data(msg, source="item exchange"):
                 continue
+            self.position = (msg.offset() or 0) + 1
+            if not (msg.key() or b"").startswith(self._prefix):
+                self.foreign += 1
+                continue
             delta = ItemDelta.from_bytes(msg.value() or b"")
             for learner in learners.values():
                 if learner.item_sync is not None and learner.item_sync.apply(delta):
                     self.applied += 1
-            self.position = (msg.offset() or 0) + 1
             n += 1
         for learner in learners.values():
             if learner.item_sync is not None:

@@ -77,4 +77,34 @@ def test_delivered_deltas_are_counted_after_flush(bootstrap: str, tmp_path: Path
     assert exchange.sent == exchange.stats.delivered == 3 and exchange.stats.failed == 0
     assert deltas(metrics, "delivered") == 3 and deltas(metrics, "failed") == 0
     on_topic = read_topic(settings, settings.topics.item_updates)
-    assert sorted(m.key() or b"" for m in on_topic) == [b"0", b"1", b"2"]
+    prefix = exchange.state_id.encode() + b":"
+    assert sorted(m.key() or b"" for m in on_topic) == [prefix + b"0", prefix + b"1", prefix + b"2"]
+
+
+@pytest.mark.integration
+def test_only_deltas_of_the_same_state_dir_are_applied(bootstrap: str, tmp_path: Path) -> None:
+    """A group started afresh (a new state dir) on the same item-updates topic skips the old
+    run's deltas: it learns those events itself. Consumers sharing a state dir apply them."""
+    settings = isolated_settings(bootstrap, tmp_path / "state")
+    ensure_topics(bootstrap, settings.topics, kafka=settings.kafka)
+    first = ItemExchange(settings, bootstrap, 2)
+    try:
+        first.exchange(learners_with_deltas(settings, 2))
+        assert first.flush(60) == 0
+    finally:
+        first.close()
+    fresh = settings.model_copy(
+        update={"consumer": settings.consumer.model_copy(update={"state_dir": tmp_path / "new"})}
+    )
+    for run, expect_applied in ((fresh, 0), (settings, 2)):
+        exchange = ItemExchange(run, bootstrap, 2)
+        learner = FeedbackLearner(run)
+        try:
+            exchange.adopt(learner, 5, restored=False)  # a partition the first run had not
+            exchange.settle({5: learner})
+        finally:
+            exchange.close()
+        assert exchange.position == 2  # read to the end either way
+        assert exchange.applied == expect_applied
+        assert exchange.foreign == 2 - expect_applied
+        assert (exchange.state_id == first.state_id) == (run is settings)
