@@ -159,9 +159,8 @@ class FeedbackLearner:
         value is message number ``counts.consumed`` (before the call) ``+ k``. The entry
         point of a consumer that polls in batches: the lookups are done once per batch.
         """
-        admission = self.admission
-        admit_raw = admission.admit_raw
-        learners = self._learners
+        admit_raw = self.admission.admit_raw
+        learn = self.learn
         out: list[Rejection | None] = []
         append = out.append
         for k, raw in enumerate(values):
@@ -169,21 +168,7 @@ class FeedbackLearner:
             if event is None or event.__class__ is Rejection:
                 append(event)  # type: ignore[arg-type]  # None or a Rejection
                 continue
-            # learn(event), inlined: the same steps in the same order.
-            index = admission.counts.consumed
-            learn = learners.get(event.__class__)
-            if learn is not None:
-                user_id = event.user_id  # type: ignore[union-attr]  # an interaction
-                # Asked before learning: whether the models have seen the user (has_user).
-                learn(event, index, user_id not in self.models.implicit._users.index)
-                self.last_event_ts = event.ts  # type: ignore[union-attr]  # an event
-                recency = self.recency
-                recency.pop(user_id, None)  # (re)inserted last: the most recently active
-                recency[user_id] = None
-                if len(recency) > self.evict_at:
-                    self.evict()
-            if index % TIMELINE_EVERY == 0:
-                self._snapshot()
+            learn(event)  # type: ignore[arg-type]  # an admitted event
             append(None)
             if admitted is not None:
                 admitted.append(k)
