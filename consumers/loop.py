@@ -57,11 +57,13 @@ from consumers.state_stream import ModelStateStream
 from stream.config import Settings
 from stream.kafka import clients
 from stream.kafka.archive import ArchiveBuffer, EventArchive, archive_directory
+from stream.kafka.archive import warm_up as warm_up_archive
 from stream.kafka.checkpoint import Checkpoint, CheckpointError, FaultHook, Offsets, PartitionSave
 from stream.kafka.dead_letters import DeadLetters
 from stream.kafka.health import BrokerHealth
 from stream.kafka.partitions import PartitionStore
 from stream.learner import FeedbackLearner
+from stream.models.kernels import warm_up as warm_up_kernels
 from stream.observability.logs import ProgressLog
 from stream.observability.metrics import PipelineMetrics
 
@@ -259,6 +261,11 @@ class FeedbackConsumer:
         if self.settings.archive.enabled:
             archive = EventArchive(archive_directory(self.settings))
             self._archive = ArchiveBuffer(archive, topics.events, self._partition_counts)
+            warm_up_archive()
+        # Loaded now, before the group join, not at the first events: a process's first
+        # kernel call loads numba's registries and pyarrow's first table imports pandas, a
+        # second or more of CPU each that would stall the stream at its start.
+        warm_up_kernels()
         self._checkpoint = Checkpoint(
             cfg, self.store, consumer, letters, self.faults, self._archive
         )

@@ -140,6 +140,12 @@ def _table(rows: list[ArchivedEvent], counts: dict[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def warm_up() -> None:
+    """Build an empty file's table: pyarrow imports pandas at its first table, which a
+    process would otherwise pay at its first archive write."""
+    _table([], {})
+
+
 class EventArchive:
     """The archive directory: write, list, read in order, forget a user."""
 
