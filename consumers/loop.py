@@ -151,8 +151,8 @@ class FeedbackConsumer:
         self._waiting_since: float | None = None
         self.progress_log = ProgressLog(self.learner.counts)  # INFO line every 10 s
         if metrics is not None:
-            # Read at every scrape, through the consumer: whichever learner it holds then.
-            metrics.track(lambda: self.learner)
+            # Read at every scrape, through the consumer: whichever learners it holds then.
+            metrics.track(self._tracked)
 
     @property
     def learner(self) -> FeedbackLearner:
@@ -161,6 +161,10 @@ class FeedbackConsumer:
         if tasks:
             return tasks[min(tasks)].learner
         return self._final[0] if self._final is not None else self._fresh
+
+    def _tracked(self) -> dict[int, FeedbackLearner] | FeedbackLearner:
+        """What the metrics read: every partition's learner (before any: the one to come)."""
+        return self.learners or self.learner
 
     @property
     def learners(self) -> dict[int, FeedbackLearner]:
@@ -226,7 +230,7 @@ class FeedbackConsumer:
         every = self.progress_log.every_seconds
         self.progress_log = ProgressLog(self.learner.counts, every)
         if self.metrics is not None:
-            self.metrics.track(lambda: self.learner)
+            self.metrics.track(self._tracked)
         if self._control is not None:
             self._control.learner = self.learner
 

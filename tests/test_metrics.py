@@ -9,6 +9,7 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from stream.events import EVENT_TYPES
@@ -96,6 +97,45 @@ def test_counters_count_this_process_across_restarts() -> None:
         == 1
     )
     assert sample("feedback_loop_prequential_auc", {"model": "engagement"}) == 0.7
+
+
+def test_counters_sum_the_partitions_learners_across_rebalances() -> None:
+    """Counters are the sum over the learners, each from when it was first seen, and never go
+    back when a partition leaves or the lowest one changes; scores are weighted by events,
+    lifecycle numbers are the lowest partition's."""
+    m = PipelineMetrics()
+    sample = m.registry.get_sample_value
+    p0, p1 = fake_learner(applied=10, swaps=1), fake_learner(applied=0)
+    p1.scores = lambda: {"auc": 0.9}
+    held = {0: p0, 1: p1}
+    m.track(lambda: dict(held))
+    p0.counts.applied, p1.counts.applied = 40, 90  # 30 and 90 applied here
+    p1.counts.filtered_by_reason["bot"] = 4
+    assert sample("feedback_loop_events_applied_total") == 120
+    assert sample("feedback_loop_events_filtered_total", {"reason": "bot"}) == 4
+    assert sample("feedback_loop_prequential_auc", {"model": "engagement"}) == (
+        pytest.approx((0.7 * 40 + 0.9 * 90) / 130)
+    )
+    p0.lifecycle.swaps.append({})
+    assert sample("feedback_loop_model_swaps_total") == 1  # the lowest partition's
+    p1.lifecycle.swaps.append({})
+    assert sample("feedback_loop_model_swaps_total") == 1
+    # Partition 0 is revoked (after 5 more events) and partition 2 assigned with a checkpoint.
+    p0.counts.applied = 45
+    p2 = fake_learner(applied=500)
+    del held[0]
+    held[2] = p2
+    assert sample("feedback_loop_events_applied_total") == 125
+    assert sample("feedback_loop_model_swaps_total") == 1  # partition 1 counts from now
+    p2.counts.applied, p1.counts.applied = 510, 95
+    p1.lifecycle.swaps.append({})
+    assert sample("feedback_loop_events_applied_total") == 140
+    assert sample("feedback_loop_model_swaps_total") == 2
+    # Partition 0 comes back restored from another consumer's checkpoint.
+    held[0] = fake_learner(applied=300)
+    assert sample("feedback_loop_events_applied_total") == 140
+    held.clear()  # everything revoked: the counters stay
+    assert sample("feedback_loop_events_applied_total") == 140
 
 
 def test_a_scrape_never_fails() -> None:

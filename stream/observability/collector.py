@@ -1,12 +1,25 @@
-"""The consumer's counts, scores and lifecycle, read from the learner when Prometheus scrapes.
+"""The consumer's counts, scores and lifecycle, read from its learners when Prometheus scrapes.
 
-The learner already counts everything (``learner.counts``, ``learner.scores()``, the drift
+The learners already count everything (``learner.counts``, ``learner.scores()``, the drift
 monitor, the retrain policy, the lifecycle's requests and swaps), so nothing is mirrored on the
 hot path: :class:`LearnerCollector` reads those numbers at scrape time, on the HTTP server's
-thread. A counter counts from the start of the process: the learner's numbers minus what they
-stood at when it was bound (a restored checkpoint's counts are not this process's work), plus
-what learners bound before it had counted. Every bounded label value exists from the start,
-so rates and alerts see zeros.
+thread, from every learner the consumer holds (one per assigned partition). Names and labels
+are the same whatever the number of partitions, so dashboards sum across processes as before:
+
+- counters of events and users (consumed, applied, dead-lettered, filtered, duplicates,
+  evictions) are the sum over the learners. Each learner counts from what it had when it was
+  first seen (a checkpoint restored on assignment or restart is not this process's work), and
+  what a learner counted stays counted after it leaves (a revoked partition), so counters only
+  go up across rebalances;
+- lifecycle counters (drift alarms and signals, retrain requests, swaps, rejected control
+  messages, forgotten users) are the lowest partition's learner's: its lifecycle is the one
+  the control acts on, and a forget is mirrored into every learner. When the lowest partition
+  changes, the new one counts from then;
+- gauges: users held is the sum; each prequential score is the mean of the learners' scores
+  weighted by the events each applied; drift statistics, thresholds, states and the model
+  version are the lowest partition's learner's.
+
+Every bounded label value exists from the start, so rates and alerts see zeros.
 
 >>> from types import SimpleNamespace
 >>> from prometheus_client import CollectorRegistry, generate_latest
@@ -27,6 +40,14 @@ so rates and alerts see zeros.
 10.0
 >>> registry.get_sample_value("feedback_loop_events_filtered_total", {"reason": "bot"})
 0.0
+>>> other = learner(Counts(applied=5))  # a second partition assigned, restored with 5
+>>> collector.track(lambda: {0: live, 1: other})
+>>> other.counts.applied = 8
+>>> registry.get_sample_value("feedback_loop_events_applied_total")
+13.0
+>>> collector.track(lambda: {1: other})  # partition 0 revoked: what it counted stays
+>>> registry.get_sample_value("feedback_loop_events_applied_total")
+13.0
 """
 
 from __future__ import annotations
@@ -34,9 +55,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -214,69 +235,160 @@ def _keyed(counts: dict[str, int]) -> Series:
     return {(str(k),): float(n) for k, n in counts.items()}
 
 
+# Counters only the lowest partition's learner moves: its lifecycle decides retrains and
+# takes swaps and control messages for the process, and a forget is counted by every
+# learner it is mirrored to. Every other counter is summed over the learners.
+LEAD_COUNTERS = frozenset(
+    {
+        "drift_alarms",
+        "drift_signals",
+        "retrain_requests",
+        "retrain_requests_expired",
+        "model_swaps",
+        "control_rejected",
+        "users_forgotten",
+    }
+)
+SUMMED_COUNTERS = frozenset(f.name for f in FAMILIES if f.counter) - LEAD_COUNTERS
+# Gauges summed over the learners (the others are the lead's, or scores, see _gauges).
+SUMMED_GAUGES = frozenset({"users_held"})
+
+
+class Tally:
+    """Counters of some families over a changing set of learners.
+
+    A learner counts from its reading when it joined (a restored checkpoint's counts are
+    not this process's work); when it leaves (revoked, replaced by a restart's learner),
+    what it counted is carried, so the sum never goes back.
+    """
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        self._members: dict[int, tuple[FeedbackLearner, Reading]] = {}  # id -> (it, baseline)
+        self._carried: Reading = {}
+
+    def rebind(
+        self,
+        learners: list[FeedbackLearner],
+        readings: dict[int, Reading],
+        read: Callable[[FeedbackLearner], Reading],
+    ) -> None:
+        """Make ``learners`` (read as ``readings``, by id) the members."""
+        for key in [k for k in self._members if k not in readings]:
+            learner, base = self._members.pop(key)
+            self._carried = self._add(self._carried, read(learner), base)
+        for learner in learners:
+            self._members.setdefault(id(learner), (learner, readings[id(learner)]))
+
+    def counters(self, readings: dict[int, Reading]) -> Reading:
+        """Carried + each member's (now - baseline), every bounded label value included."""
+        out = self._carried
+        for key, (_learner, base) in self._members.items():
+            out = self._add(out, readings[key], base)
+        return out
+
+    def _add(self, total: Reading, now: Reading, base: Reading) -> Reading:
+        zeros = initial()
+        out: Reading = {}
+        for name in self.names:
+            series = dict(zeros[name])
+            series.update(total.get(name, {}))
+            before = base.get(name, {})
+            for key, value in now.get(name, {}).items():
+                series[key] = series.get(key, 0.0) + max(value - before.get(key, 0.0), 0.0)
+            out[name] = series
+        return out
+
+
+def _gauges(readings: list[Reading]) -> Reading:
+    """Gauges of the learners: users held summed; each prequential score the mean of the
+    learners' weighted by the events they applied (so it is the process's score over its
+    traffic); drift and model version the lowest partition's (its lifecycle decides)."""
+    lead = readings[0]
+    out: Reading = {f.name: dict(lead[f.name]) for f in FAMILIES if not f.counter}
+    for name in SUMMED_GAUGES:
+        out[name] = {(): sum(r[name].get((), 0.0) for r in readings)}
+    for family, _key, model in SCORES:
+        scored = [
+            (r[family][(model,)], r["events_applied"].get((), 0.0))
+            for r in readings
+            if (model,) in r[family]
+        ]
+        if scored:
+            weight = sum(w for _, w in scored)
+            mean = (
+                sum(v * w for v, w in scored) / weight
+                if weight > 0
+                else sum(v for v, _ in scored) / len(scored)
+            )
+            out[family] = {(model,): mean}
+    return out
+
+
+def _members(tracked: FeedbackLearner | Mapping[int, FeedbackLearner] | None) -> list[Any]:
+    """The learners a getter returned, lowest partition first."""
+    if tracked is None:
+        return []
+    if isinstance(tracked, Mapping):
+        return [tracked[p] for p in sorted(tracked)]
+    return [tracked]
+
+
 class LearnerCollector(Collector):
-    """Reads the learner returned by a getter at every scrape (see the module docstring)."""
+    """Reads the learners returned by a getter at every scrape (see the module docstring)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # track() on the consumer thread, collect() on scrapes
-        self._getter: Callable[[], FeedbackLearner | None] | None = None
-        self._bound: FeedbackLearner | None = None
-        self._baseline: Reading = {}
-        self._carried: Reading = {}  # counted by learners bound before (a restart's)
+        self._getter: Callable[[], FeedbackLearner | Mapping[int, FeedbackLearner] | None]
+        self._getter = lambda: None
+        self._summed = Tally(SUMMED_COUNTERS)
+        self._lead = Tally(LEAD_COUNTERS)
         self._last_good: Reading | None = None
         self._created = time.time()
 
-    def track(self, learner: Callable[[], FeedbackLearner | None]) -> None:
-        """Expose the learner ``learner()`` returns from now on, counting from what it has.
+    def track(
+        self, learners: Callable[[], FeedbackLearner | Mapping[int, FeedbackLearner] | None]
+    ) -> None:
+        """Expose what ``learners()`` returns from now on (one learner, or the learners by
+        partition), each counting from what it has when first seen.
 
-        A getter rather than the object: a swap replaces the learner's models, and a restart
-        the learner itself. Call it again right after restoring a new learner from a
-        checkpoint; what the previous one counted is kept.
+        A getter rather than the objects: a swap replaces the learner's models, a rebalance
+        the partitions, and a restart the learners themselves. Call it again right after
+        the learners change (restored from a checkpoint, assigned, revoked); what the
+        previous ones counted is kept.
         """
         with self._lock:
-            self._getter = learner
-            self._rebind(learner())
-
-    def _rebind(self, learner: FeedbackLearner | None) -> None:
-        if self._bound is not None:
-            self._carried = self._counters(self._read(self._bound))
-        self._bound = learner
-        self._baseline = self._read(learner) if learner is not None else {}
+            self._getter = learners
+            self._reading()
 
     def _read(self, learner: FeedbackLearner) -> Reading:
         """:func:`read`, once more if it met a structure in mid-update."""
         try:
-            reading = read(learner)
+            return read(learner)
         except Exception:  # e.g. "deque mutated during iteration" on the consumer thread
-            reading = read(learner)
+            return read(learner)
+
+    def _reading(self) -> Reading:
+        learners = _members(self._getter())
+        readings = {id(lr): self._read(lr) for lr in learners}
+        # Learners that appeared since the last scrape count from what they have now.
+        self._summed.rebind(learners, readings, self._read)
+        self._lead.rebind(learners[:1], readings, self._read)
+        now = [readings[id(lr)] for lr in learners]
+        gauges = _gauges(now) if now else initial()
+        reading = {
+            **initial(),
+            **{k: v for k, v in gauges.items() if k not in SUMMED_COUNTERS | LEAD_COUNTERS},
+            **self._summed.counters(readings),
+            **self._lead.counters(readings),
+        }
         self._last_good = reading
         return reading
-
-    def _counters(self, now: Reading) -> Reading:
-        """Counter values since the start of the process: carried + (now - baseline)."""
-        out: Reading = {}
-        zeros = initial()
-        for family in FAMILIES:
-            if not family.counter:
-                continue
-            carried = self._carried.get(family.name, {})
-            base = self._baseline.get(family.name, {})
-            series = dict(zeros[family.name])
-            series.update(carried)
-            for key, value in now.get(family.name, {}).items():
-                series[key] = carried.get(key, 0.0) + max(value - base.get(key, 0.0), 0.0)
-            out[family.name] = series
-        return out
 
     def reading(self) -> Reading:
         """What a scrape exposes now: counters since the process started, gauges as they are."""
         with self._lock:
-            learner = self._getter() if self._getter is not None else None
-            if learner is not self._bound:
-                # Replaced without track(): count from what the new learner has now.
-                self._rebind(learner)
-            now = self._read(learner) if learner is not None else initial()
-            return {**now, **self._counters(now)}
+            return self._reading()
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples (what the registry checks names with)."""
@@ -288,8 +400,7 @@ class LearnerCollector(Collector):
         except Exception:  # a scrape never fails: the last good numbers, else zeros
             log.warning("metrics: reading the learner failed", exc_info=True)
             with self._lock:
-                last = self._last_good or initial()
-                reading = {**last, **self._counters(last)}
+                reading = self._last_good or initial()
         return self._families(reading)
 
     def _families(self, reading: Reading) -> Iterator[Metric]:

@@ -14,7 +14,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -135,13 +135,17 @@ class PipelineMetrics:
             self.broker_errors.inc(errors - self._broker_errors_seen)
             self._broker_errors_seen = errors
 
-    def track(self, learner: Callable[[], FeedbackLearner | None]) -> None:
-        """Expose the counts, scores and lifecycle of ``learner()``, read at every scrape.
+    def track(
+        self, learners: Callable[[], FeedbackLearner | Mapping[int, FeedbackLearner] | None]
+    ) -> None:
+        """Expose the counts, scores and lifecycle of ``learners()`` (one learner, or the
+        learners by partition), read at every scrape (see :mod:`stream.observability.collector`).
 
-        Counters count from now (a restored learner's earlier counts are not this process's);
-        call it again after restoring a new learner: what the previous one counted is kept.
+        Each learner counts from when it is first seen (a restored learner's earlier counts
+        are not this process's); call it again when the learners change: what the previous
+        ones counted is kept.
         """
-        self.collector.track(learner)
+        self.collector.track(learners)
 
     def observe_batch(self, seconds: float, messages: int, latency: float | None) -> None:
         self.batch_seconds.observe(seconds)
