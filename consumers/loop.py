@@ -378,7 +378,7 @@ class FeedbackConsumer:
                 self._after_batch(batch, started, n)
             if state is not None:
                 # Also when idle (n == 0): the meta keeps telling readers the state is current.
-                state.after_batch(self.learner, n)
+                state.after_batch(self.learners, n)
             # Between batches: swaps and retrain requests change the state, so checkpoint.
             if control.between_batches(self.offsets) or (batch and self._checkpoint.due()):
                 self._commit()
@@ -513,7 +513,7 @@ class FeedbackConsumer:
         if self.state_stream is not None:
             # Every checkpoint (and so every swap, which is checkpointed at once) publishes a
             # full snapshot: a new reader needs only the records since the last one.
-            self.state_stream.snapshot(self.learner)
+            self.state_stream.snapshot(self.learners)
         if self.metrics is not None:
             self.metrics.checkpoints.inc()
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)

@@ -18,12 +18,13 @@ with half of one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from stream.cadence import Cadence
 from stream.config import Settings
 from stream.kafka.model_state import ModelStatePublisher
 from stream.learner import FeedbackLearner
-from stream.serving.export import ModelStateExporter
+from stream.serving.export import PartitionExporters
 from stream.serving.records import encode_record
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,14 @@ __all__ = ["ModelStateStream"]
 
 
 class ModelStateStream:
-    """Publishes a learner's model state to ``settings.topics.model_state``.
+    """Publishes the model state of a consumer's learners (by partition) to
+    ``settings.topics.model_state``.
 
     Opens a Kafka producer: build it when the consumer runs, not before.
     """
 
     def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
-        self.exporter = ModelStateExporter()
+        self.exporters = PartitionExporters()
         self.publisher = ModelStatePublisher(
             bootstrap_servers, settings.topics.model_state, kafka=settings.kafka
         )
@@ -47,21 +49,23 @@ class ModelStateStream:
         self.publications = 0
         self.records = 0
 
-    def after_batch(self, learner: FeedbackLearner, messages: int) -> bool:
+    def after_batch(self, learners: Mapping[int, FeedbackLearner], messages: int) -> bool:
         """Publish the changes if due (``messages`` consumed since the last call); whether
         it published. Called with 0 when idle, so the ``meta`` still goes out on time."""
         self.cadence.add(messages)
         if not self.cadence.due():
             return False
-        self._publish(learner, snapshot=False)
+        self._publish(learners, snapshot=False)
         return True
 
-    def snapshot(self, learner: FeedbackLearner) -> None:
+    def snapshot(self, learners: Mapping[int, FeedbackLearner]) -> None:
         """Publish every entity (after a checkpoint commit, hence also after a swap)."""
-        self._publish(learner, snapshot=True)
+        self._publish(learners, snapshot=True)
 
-    def _publish(self, learner: FeedbackLearner, snapshot: bool) -> None:
-        records = self.exporter.changes(learner, snapshot=snapshot)
+    def _publish(self, learners: Mapping[int, FeedbackLearner], snapshot: bool) -> None:
+        records = self.exporters.changes(learners, snapshot=snapshot)
+        if not records:  # no partition assigned yet
+            return
         self.records += self.publisher.publish(map(encode_record, records))
         self.publications += 1
         self.cadence.reset()

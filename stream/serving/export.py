@@ -42,7 +42,8 @@ the remaining rows moved. The ``meta`` record is always last.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -58,7 +59,7 @@ from stream.serving.records import (
     UserState,
 )
 
-__all__ = ["ModelStateExporter", "TableMirror"]
+__all__ = ["ModelStateExporter", "PartitionExporters", "TableMirror"]
 
 
 class TableMirror:
@@ -123,11 +124,16 @@ class ModelStateExporter:
         # Ids published so far (so a snapshot can blank the ones a new bundle forgot).
         self._users: set[str] = set()
         self._items: set[str] = set()
+        self.snapshot = False  # whether the last call was a snapshot
 
-    def changes(self, learner: FeedbackLearner, snapshot: bool = False) -> list[StateRecord]:
+    def changes(
+        self, learner: FeedbackLearner, snapshot: bool = False, *, users_only: bool = False
+    ) -> list[StateRecord]:
         """Records of every user and item changed since the previous call (every one with
         ``snapshot``, on the first call and after a swap), the click model if it learned,
-        and the :class:`ModelMeta` last."""
+        and the :class:`ModelMeta` last. With ``users_only``, the users' records alone (items,
+        click model and meta are another learner's to publish, see :class:`PartitionExporters`);
+        ``self.snapshot`` tells whether the call was a snapshot."""
         models = learner.models
         mirrors = self._mirrors
         snapshot = (
@@ -145,6 +151,7 @@ class ModelStateExporter:
                 TableMirror(models.implicit._users),
                 TableMirror(models.implicit._items),
             )
+        self.snapshot = snapshot
         rating_users, rating_items, implicit_users, implicit_items = mirrors
         # Always run the comparisons: they bring the copies up to date.
         users = _ids(rating_users, changed_users) | _ids(implicit_users, set())
@@ -159,13 +166,16 @@ class ModelStateExporter:
             )
             # Known before, unknown now (a swapped-in bundle without them): no state left.
             records.extend(UserDeleted(u) for u in sorted(self._users - current_users))
-            records.extend(ItemState(i) for i in sorted(self._items - current_items))
+            if not users_only:
+                records.extend(ItemState(i) for i in sorted(self._items - current_items))
             self._users, self._items = current_users, current_items
             users, items = current_users, current_items
         else:
             self._users |= users
             self._items |= items
         records.extend(self._user_records(learner, sorted(users)))
+        if users_only:
+            return records
         records.extend(self._item_records(learner, sorted(items)))
         engagement = models.engagement
         if snapshot or engagement.n_learned != self._engagement_learned:
@@ -226,3 +236,67 @@ def _ids(mirror: TableMirror, extra: set[str]) -> set[str]:
     ids = mirror.table.ids
     extra.update(ids[r] for r in mirror.changed_rows().tolist())
     return extra
+
+
+class PartitionExporters:
+    """The model state of a consumer's learners, one per assigned partition, as one
+    publication: every learner's users (users are partitioned, so each learner publishes its
+    own), then the lowest partition's items and click model (shared by the learners through
+    the item exchange: published once), then one :class:`ModelMeta`.
+
+    Each partition has its own :class:`ModelStateExporter`, dropped when the partition leaves:
+    the consumer that gets it publishes its users from then on, and no tombstone goes out
+    from here for users another consumer now holds. The meta's ``sequence`` counts this
+    process's publications, its ``consumed`` every learner's messages, and ``snapshot`` is
+    True when every partition's records were a snapshot.
+
+    >>> from stream.config import Settings
+    >>> from stream.learner import FeedbackLearner
+    >>> learners = {0: FeedbackLearner(Settings()), 1: FeedbackLearner(Settings())}
+    >>> _ = learners[1].process(b'{"type":"user_profile","event_id":"p","user_id":"u9","ts":1.7e9}')
+    >>> exporters = PartitionExporters()
+    >>> [type(r).__name__ for r in exporters.changes(learners)]
+    ['UserState', 'EngagementState', 'ModelMeta']
+    """
+
+    def __init__(self) -> None:
+        self.sequence = 0
+        self._exporters: dict[int, tuple[FeedbackLearner, ModelStateExporter]] = {}
+        self._lead: int | None = None
+
+    def changes(
+        self, learners: Mapping[int, FeedbackLearner], snapshot: bool = False
+    ) -> list[StateRecord]:
+        """Records of what changed in ``learners`` (by partition; every entity with
+        ``snapshot``), the meta last; nothing without learners."""
+        if not learners:
+            return []
+        held = self._exporters
+        for p in [p for p, (learner, _) in held.items() if learners.get(p) is not learner]:
+            del held[p]  # revoked, or restored anew: a new exporter starts with a snapshot
+        lead = min(learners)
+        # A new lowest partition publishes items from now on: all of them, once.
+        lead_snapshot = snapshot or lead != self._lead
+        self._lead = lead
+        records: list[StateRecord] = []
+        snapshots = []
+        for p in sorted(learners, key=lambda p: p == lead):  # the lead (and its meta) last
+            learner = learners[p]
+            _, exporter = held.setdefault(p, (learner, ModelStateExporter()))
+            if p == lead:
+                records.extend(exporter.changes(learner, lead_snapshot))
+            else:
+                records.extend(exporter.changes(learner, snapshot, users_only=True))
+            snapshots.append(exporter.snapshot)
+        meta = records.pop()
+        assert isinstance(meta, ModelMeta)
+        self.sequence += 1
+        records.append(
+            replace(
+                meta,
+                sequence=self.sequence,
+                snapshot=all(snapshots),
+                consumed=sum(lr.counts.consumed for lr in learners.values()),
+            )
+        )
+        return records
