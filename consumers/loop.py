@@ -19,10 +19,12 @@ to any consumer of the group with its state, and the group's counts are the sum 
 partitions'. With one partition (the default) there is one learner,
 :attr:`FeedbackConsumer.learner`.
 
-With ``settings.serving.publish_state``, the model state is published to the model-state topic
-for the ``serve`` processes (:mod:`consumers.state_stream`): the changes after a batch at the
-serving cadence, a full snapshot after every checkpoint commit. Published state may run ahead
-of the checkpoint; after a crash readers see it go back to the checkpoint, then forward again.
+With ``settings.serving.publish_state``, the model state of every assigned partition's learner
+is published to the model-state topic for the ``serve`` processes (:mod:`consumers.state_stream`):
+the changes after a batch at the serving cadence, a full snapshot after every checkpoint commit.
+The metrics read every partition's learner too (:mod:`stream.observability.collector`).
+Published state may run ahead of the checkpoint; after a crash readers see it go back to the
+checkpoint, then forward again.
 
 Events applied after the last checkpoint are lost with the process and applied again after
 the restart on top of the state that had not seen them, so the final state is the same as an

@@ -1,6 +1,8 @@
 """The consumer's publication of its model state, at a bounded cadence.
 
-:class:`ModelStateStream` joins the exporter (what changed, :mod:`stream.serving.export`), the
+:class:`ModelStateStream` joins the exporters (what changed in each assigned partition's
+learner, :class:`stream.serving.export.PartitionExporters`: every learner's users, the lowest
+partition's items, click model and meta), the
 Kafka publisher (:class:`stream.kafka.model_state.ModelStatePublisher`) and the cadence of
 ``settings.serving``: after a batch it publishes the changed entities once
 ``publish_every_seconds`` have passed or ``publish_every_events`` messages were consumed since
@@ -12,7 +14,9 @@ checkpoint. If the consumer dies, its successor restores the checkpoint and its 
 publication is a snapshot of that older state: a reader sees the state go back, then forward
 again as the same events are re-applied (to the same bits: replays are deterministic). Each
 key's last record wins, and a ``meta`` closes every publication, so a reader is never left
-with half of one.
+with half of one. Each consumer of a group publishes its own partitions to the same topic; a
+partition that moves to another consumer is published by that one from then on, and nothing
+is deleted for it here.
 """
 
 from __future__ import annotations

@@ -16,9 +16,12 @@ key            value
 
 One publication is a run of entity records followed by one ``meta``; a reader that has
 applied a ``meta`` has applied everything published before it. A ``meta`` with
-``snapshot=True`` closes a full snapshot (every entity), published at each checkpoint and
-swap. Values are JSON (``orjson``): floats keep their 64 bits, so the served score equals
-the consumer's.
+``snapshot=True`` closes a full snapshot (every entity of the publisher's partitions),
+published at each checkpoint and swap. Every consumer of a group publishes its partitions'
+users to the same topic (items, click model and meta from its lowest partition's learner): a
+snapshot adds to what readers hold and never replaces it, a user leaves only by a tombstone,
+and the last ``meta`` wins whoever published it. Values are JSON (``orjson``): floats keep
+their 64 bits, so the served score equals the consumer's.
 
 >>> u = UserState("u1", rating_bias=0.5, rating_vector=(0.1, -0.2), implicit_vector=(0.3, 0.0),
 ...               profile={"age": 30, "gender": "F", "occupation": None}, seen=("i1",))
@@ -118,9 +121,9 @@ class ModelMeta:
 
     version: int  # the registry version the models descend from (0: never swapped)
     sequence: int  # publications so far by this consumer process, 1, 2, ...
-    snapshot: bool  # True when this publication holds every entity
+    snapshot: bool  # True when this publication holds every entity of the process's partitions
     published_at: float  # wall clock (epoch seconds) when it was published
-    consumed: int  # messages the consumer had consumed
+    consumed: int  # messages the consumer process had consumed (all its partitions)
     global_mean: float  # the rating model's global mean
     rating_min: float
     rating_max: float
