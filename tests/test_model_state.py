@@ -8,6 +8,7 @@ the model-state topic back with :class:`stream.kafka.model_state.ModelStateFollo
 from __future__ import annotations
 
 import uuid
+import zlib
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from stream.kafka.broker import ensure_topics
 from stream.kafka.model_state import ModelStateFollower
 from stream.learner import FeedbackLearner
 from stream.models import ModelBundle
-from stream.serving.export import ModelStateExporter
+from stream.serving.export import ModelStateExporter, PartitionExporters
 from stream.serving.records import (
     EngagementState,
     ItemState,
@@ -213,6 +214,41 @@ def test_records_survive_the_bytes() -> None:
     rebuilt = Rebuilt()
     rebuilt.apply([decode_record(*encode_record(r)) for r in records])
     assert_mirrors(rebuilt, learner)
+
+
+def test_partition_exporters_publish_every_learners_users_and_no_tombstone_on_a_revoke() -> None:
+    """Each partition's learner publishes its users, the lowest one the items and the meta;
+    a revoked partition's users are left to whoever holds it now, and the next lowest
+    partition publishes every item once it leads."""
+    raws = _simulated(3000)
+    learners = {0: FeedbackLearner(Settings()), 1: FeedbackLearner(Settings())}
+    for raw in raws:
+        # Users are partitioned, item profiles reach both (as the item exchange shares items).
+        user = orjson.loads(raw).get("user_id")
+        targets = learners.values() if user is None else [learners[zlib.crc32(user.encode()) % 2]]
+        for learner in targets:
+            learner.process(raw)
+    exporters = PartitionExporters()
+    rebuilt = Rebuilt()
+    records = exporters.changes(learners)
+    rebuilt.apply(records)
+    user_records = [r for r in records if isinstance(r, UserState)]
+    both = set(learners[0].users) | set(learners[1].users)
+    assert {r.user_id for r in user_records} == both
+    assert len(user_records) == len(both)  # each user from one learner only
+    assert len([r for r in records if isinstance(r, ItemState)]) == len(learners[0].items)
+    meta = records[-1]
+    assert isinstance(meta, ModelMeta) and meta.snapshot and meta.sequence == 1
+    assert meta.consumed == sum(lr.counts.consumed for lr in learners.values())
+
+    del learners[0]  # revoked: another consumer publishes its users from now on
+    records = exporters.changes(learners)
+    assert not [r for r in records if isinstance(r, UserDeleted)]
+    assert {r.item_id for r in records if isinstance(r, ItemState)} == set(learners[1].items)
+    rebuilt.apply(records)
+    assert set(rebuilt.users) == both
+    meta = records[-1]
+    assert isinstance(meta, ModelMeta) and meta.sequence == 2
 
 
 # -- through the consumer and the broker --------------------------------------------------------

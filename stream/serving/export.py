@@ -153,9 +153,13 @@ class ModelStateExporter:
             )
         self.snapshot = snapshot
         rating_users, rating_items, implicit_users, implicit_items = mirrors
-        # Always run the comparisons: they bring the copies up to date.
+        # Always run the comparisons: they bring the copies up to date. Items are skipped
+        # when another learner publishes them (the copies go stale: becoming the one that
+        # publishes them takes a snapshot, see PartitionExporters).
         users = _ids(rating_users, changed_users) | _ids(implicit_users, set())
-        items = _ids(rating_items, changed_items) | _ids(implicit_items, set())
+        items = set()
+        if not users_only:
+            items = _ids(rating_items, changed_items) | _ids(implicit_items, set())
         records: list[StateRecord] = []
         if snapshot:
             current_users = set(learner.users).union(
