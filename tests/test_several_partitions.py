@@ -3,7 +3,8 @@
 On the embedded broker, with a two-partition events topic: the consumer's ``/metrics``
 (scraped over HTTP) count the messages of both partitions' learners, and ``serve``'s state
 (the real follower thread reading the model-state topic) knows the users of both, whether
-one consumer holds both partitions or two consumers of one group hold one each.
+one consumer holds both partitions or two consumers of one group hold one each (the
+partitions moving between them on the way).
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def test_one_consumer_of_two_partitions_counts_and_publishes_both(
 def test_two_consumers_of_one_group_publish_all_users(settings: Settings, tmp_path: Path) -> None:
     s = two_partitions(settings, tmp_path)
     sent = publish_stream(s, 6_000, seed=6)
-    consumers = [FeedbackConsumer(s, s.bootstrap_servers or "") for _ in range(2)]
+    metrics = [PipelineMetrics() for _ in range(2)]
+    ports = [m.serve("127.0.0.1", 0) for m in metrics]
+    consumers = [FeedbackConsumer(s, s.bootstrap_servers or "", metrics=m) for m in metrics]
     threads = [threading.Thread(target=c.run, daemon=True) for c in consumers]
     for t in threads:
         t.start()
@@ -134,5 +137,10 @@ def test_two_consumers_of_one_group_publish_all_users(settings: Settings, tmp_pa
             c.request_stop()
         for t in threads:
             t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    # Partitions moved between the two (the first to join held both): each message is
+    # counted once, by the process that applied it, checkpoints restored on a move excluded.
+    consumed = [scrape(port)["feedback_loop_events_consumed_total"] for port in ports]
+    assert sum(consumed) == sent["sent"]
     learners = [lr for c in consumers for lr in c.learners.values()]
     assert_serves(serving_state(s), learners)
