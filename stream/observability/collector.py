@@ -57,7 +57,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -275,8 +275,10 @@ class Tally:
     ) -> None:
         """Make ``learners`` (read as ``readings``, by id) the members."""
         for key in [k for k in self._members if k not in readings]:
-            learner, base = self._members.pop(key)
-            self._carried = self._add(self._carried, read(learner), base)
+            learner, base = self._members[key]
+            final = read(learner)  # before dropping it: a failed read is retried next time
+            self._carried = self._add(self._carried, final, base)
+            del self._members[key]
         for learner in learners:
             self._members.setdefault(id(learner), (learner, readings[id(learner)]))
 
@@ -325,7 +327,9 @@ def _gauges(readings: list[Reading]) -> Reading:
     return out
 
 
-def _members(tracked: FeedbackLearner | Mapping[int, FeedbackLearner] | None) -> list[Any]:
+def _members(
+    tracked: FeedbackLearner | Mapping[int, FeedbackLearner] | None,
+) -> list[FeedbackLearner]:
     """The learners a getter returned, lowest partition first."""
     if tracked is None:
         return []
@@ -378,7 +382,7 @@ class LearnerCollector(Collector):
         gauges = _gauges(now) if now else initial()
         reading = {
             **initial(),
-            **{k: v for k, v in gauges.items() if k not in SUMMED_COUNTERS | LEAD_COUNTERS},
+            **gauges,
             **self._summed.counters(readings),
             **self._lead.counters(readings),
         }
