@@ -16,7 +16,8 @@ partition it holds; each partition has its own learner (a task). It
    carry the swap they follow);
 3. gives up on a request unanswered for ``RetrainConfig.timeout_seconds`` plus
    ``answer_margin_seconds`` (counted in ``feedback_loop_retrain_requests_expired_total``;
-   a late answer is ignored), so the policy may decide again;
+   a late answer is ignored with one partition, swapped in by every task with several),
+   so the policy may decide again;
 4. asks the decider's lifecycle for a retrain decision and publishes it as a request. The
    decider is the task of partition 0, wherever it runs, so the group makes one request per
    decision; the other tasks record their drift alarms only. The request's offsets cover
@@ -189,7 +190,10 @@ class ModelControl:
             log.warning("model version %d published (accepted=%s)", msg.version, msg.accepted)
             end = HistoryEnd(dict(msg.offsets), msg.event_index)
             for p, task in tasks.items():
-                if task.lifecycle.published(msg, task.counts.consumed):
+                swap = task.lifecycle.published(msg, task.counts.consumed)
+                # With several partitions every task swaps every accepted answer, also one
+                # the decider gave up on: the same versions everywhere, whoever decided.
+                if swap or (self.partitions > 1 and msg.accepted):
                     self._deferred.append(DeferredSwap(p, msg.version, end, generation, raw))
         elif isinstance(msg, RetrainFailed):
             log.error("retrain %s failed: %s", msg.request_id, msg.error)
