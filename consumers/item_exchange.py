@@ -17,6 +17,10 @@ arrive; Kafka Streams replicates a global table to its instances the same way.
   with sequence numbers already used, which the others skip: their item model keeps the
   first run's share of those events, the restarted learner its replay's (a difference of at
   most one checkpoint interval's item updates of that partition).
+- A swap (:mod:`consumers.model_control`) starts every learner anew from the same bundle, each
+  at its own time: a delta carries the swap its sender's models follow, so changes of the
+  replaced models are not added to the new ones and changes of the new ones wait in a learner
+  that has not swapped yet (:attr:`~stream.learner.item_sync.ItemSync.held`).
 - A delta the broker does not take never reaches the others: every delivery report is counted
   (:attr:`ItemExchange.stats`, the ``feedback_loop_item_deltas_total`` metric by outcome) and
   each failure logged with its error.

@@ -234,7 +234,7 @@ class FeedbackConsumer:
         if self.metrics is not None:
             self.metrics.track(self._tracked)
         if self._control is not None:
-            self._control.learner = self.learner
+            self._control.assign(self.learners)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, stop_at_end: bool = False) -> RunResult:
@@ -296,8 +296,10 @@ class FeedbackConsumer:
                 self.learner,
                 on_forget=self._forgotten,
                 partitions=partitions,
+                committed=lambda: self._committed(partitions),
             )
             self._control = control
+            control.assign(self.learners)
             messages, first_at = self._consume(consumer, control, stop_at_end)
             if self._exchange is not None and not self._stop.is_set():
                 # Stopped at the end: the learners take every delta there is, so they hold
@@ -344,15 +346,17 @@ class FeedbackConsumer:
         return task.learner.counts.as_dict() if task is not None else {}
 
     def _forgotten(self, user_id: str) -> None:
-        """A user was forgotten (by the control's learner): forget them in the other
-        partitions' learners too (a user's events are in one partition, but a forget must not
-        depend on which), and purge the archive."""
-        lead = self.learner
-        for task in self.tasks.values():
-            if task.learner is not lead:
-                task.learner.forget(user_id)
+        """A user was forgotten (in every partition's learner, by the control): purge the
+        archive."""
         if self._archive is not None:
             self._archive.purge_user(user_id)
+
+    def _committed(self, partitions: int) -> dict[int, int]:
+        """The group's committed offsets of the events topic (only partitions with one)."""
+        topic = self.settings.topics.events
+        asked = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: tp.offset for tp in self._consumer.committed(asked, timeout=10)
+                if tp.offset >= 0}  # fmt: skip
 
     def _consume(
         self, consumer: Consumer, control: ModelControl, stop_at_end: bool

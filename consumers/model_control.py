@@ -1,23 +1,35 @@
 """The consumer's side of the control topic: retrain requests out, model swaps in.
 
-Between two batches the consumer calls :meth:`ModelControl.between_batches`, which
+Between two batches the consumer calls :meth:`ModelControl.between_batches` with every
+partition it holds; each partition has its own learner (a task). It
 
-1. reads the control topic (manual triggers, published models, failures, activations);
-2. swaps in an accepted or activated registry version (with one partition; with several,
-   each has its own learner and retrains are not group-wide yet, so requests and swaps are
-   off): the batch model covers the history
-   before its request; the events applied since are read back from the events topic, put
-   through the same filters, and learned on top, so no event is skipped and none is learned
-   twice; then the new models carry on online;
+1. reads the control topic (manual triggers, published models, failures, activations,
+   forgets); each task acts on the messages after its own control offset (checkpointed with
+   it), so a partition that moves to another consumer neither misses nor repeats one;
+2. swaps in an accepted or activated registry version in every task: a version's history
+   ends, per events partition, at the offsets of its request; a task swaps once its
+   partition's applied position has reached that end (normally at once), learning on top
+   the events of its partition applied since (read back from the events topic, through the
+   same filters), so no event is skipped and none is learned twice. With several
+   partitions the bundle keeps only the partition's own users, and the item model goes on
+   from the bundle plus every task's catch-up (see :mod:`stream.learner.item_sync`: deltas
+   carry the swap they follow);
 3. gives up on a request unanswered for ``RetrainConfig.timeout_seconds`` plus
    ``answer_margin_seconds`` (counted in ``feedback_loop_retrain_requests_expired_total``;
-   a late answer is ignored), so the policy may decide again;
-4. asks the learner's lifecycle for a retrain decision and publishes it as a request. Its id
+   a late answer is ignored with one partition, swapped in by every task with several),
+   so the policy may decide again;
+4. asks the decider's lifecycle for a retrain decision and publishes it as a request. The
+   decider is the task of partition 0, wherever it runs, so the group makes one request per
+   decision; the other tasks record their drift alarms only. The request's offsets cover
+   every partition: the decider's consumer's applied positions for the partitions it holds,
+   the group's committed offsets (never ahead of what was applied) for the others. Its id
    is derived from the decision, so a consumer that crashes after publishing and replays up
    to the same decision publishes the same id again, which the retrainer answers once.
 
-The swap is independent of when it lands: the result is the batch model plus every later
-event, in order, whatever batch it happens between. A version missing from (or corrupt in)
+Every task of every consumer swaps the same versions in the same order (the control topic's),
+each in its own time; their item models agree again once every delta is exchanged. The swap
+is independent of when it lands: the result is the batch model plus every later event, in
+order, whatever batch it happens between. A version missing from (or corrupt in)
 the registry is logged and recorded in :attr:`ModelControl.skipped`; the consumer goes on
 with the models it has. Every control message that cannot be acted on (undecodable, or naming
 a version that cannot be loaded) is also counted by reason
@@ -43,22 +55,42 @@ from stream.events import (
     RetrainFailed,
     RetrainTrigger,
 )
-from stream.kafka.control import ControlReader, publish_control
+from stream.kafka.control import ControlReader, ControlRecord, publish_control
 from stream.kafka.dead_letters import DeadLetters
-from stream.kafka.history import read_history
+from stream.kafka.history import HistoryCollector, read_history
 from stream.learner import FeedbackLearner
 from stream.lifecycle import ModelRegistry, RegistryError
+from stream.models import ModelBundle
 
 log = logging.getLogger(__name__)
+
+# The task that reviews the retrain policy and requests retrains for the whole group.
+DECIDER = 0
+
+
+@dataclass(frozen=True)
+class HistoryEnd:
+    """Where a version's history ends: per events partition, the next offset it covers.
+    ``ends`` is None for a version from before offsets were kept (single partition only):
+    its history is then the first ``event_index`` messages."""
+
+    ends: dict[int, int] | None
+    event_index: int
+
+    def reached(self, partition: int, position: int, consumed: int) -> bool:
+        if self.ends is None:
+            return self.event_index <= consumed
+        return self.ends.get(partition, 0) <= position
 
 
 @dataclass(frozen=True)
 class DeferredSwap:
-    """A version to swap in once the consumer has applied its history (``history_end``
-    messages, the event index the version's training data ends at)."""
+    """A version to swap into the task of ``partition`` once it has applied its history."""
 
+    partition: int
     version: int
-    history_end: int
+    end: HistoryEnd
+    generation: int  # the control-topic position of the message that named it (offset + 1)
     raw: Message | None = None  # the control message that named it (dead-lettered if unusable)
 
 
@@ -72,7 +104,7 @@ class SkippedVersion:
 
 
 class ModelControl:
-    """Control-topic reader, retrain requester and model swapper of one consumer."""
+    """Control-topic reader, retrain requester and model swapper of one consumer's tasks."""
 
     def __init__(
         self,
@@ -81,22 +113,17 @@ class ModelControl:
         learner: FeedbackLearner,
         on_forget: Callable[[str], object] | None = None,
         partitions: int = 1,
+        committed: Callable[[], dict[int, int]] | None = None,
     ):
         self.settings = settings
-        # With several partitions each has its own learner, and a retrain's history, answer
-        # and catch-up are one learner's: until they are group-wide, retrains are off rather
-        # than a swap putting every partition's users and events into one partition's models.
-        self.retrains_off = partitions > 1
-        if self.retrains_off:
-            log.warning(
-                "the events topic has %d partitions: retrain requests and model swaps are off "
-                "(not group-wide yet); drift is still detected and exported",
-                partitions,
-            )
+        self.partitions = partitions
+        # The group's committed offsets of the events topic (for the partitions other
+        # consumers hold, in a request); None: only the held partitions are known.
+        self.committed = committed
         # Also told of each forgotten user (the consumer's archive purges them).
         self.on_forget = on_forget
         self.bootstrap_servers = bootstrap_servers
-        self.learner = learner
+        self.tasks: dict[int, FeedbackLearner] = {0: learner}
         self.registry = ModelRegistry(settings.retrain.registry_dir)
         self.reader = ControlReader(
             bootstrap_servers,
@@ -104,54 +131,138 @@ class ModelControl:
             learner.lifecycle.control_offset,
             kafka=settings.kafka,
         )
-        # Swaps whose history ends beyond what this consumer has applied yet.
+        # Swaps whose history ends beyond what their task has applied yet.
         self._deferred: list[DeferredSwap] = []
         # Versions missing from (or corrupt in) the registry: logged, recorded, skipped.
         self.skipped: list[SkippedVersion] = []
         self._letters: DeadLetters | None = None  # created at the first rejected message
 
+    @property
+    def learner(self) -> FeedbackLearner:
+        """The lowest partition's learner (the only one with one partition)."""
+        return self.tasks[min(self.tasks)]
+
+    def assign(self, learners: dict[int, FeedbackLearner]) -> None:
+        """The tasks this consumer holds now; the topic is read again from the lowest
+        control offset among them (a task restored from an older checkpoint)."""
+        self.tasks = dict(learners)
+        self._deferred = [d for d in self._deferred if d.partition in self.tasks]
+        if self.tasks:
+            lowest = min(t.lifecycle.control_offset for t in self.tasks.values())
+            if lowest < self.reader.next_offset:
+                self.reader.seek(lowest)
+
     def between_batches(self, offsets: dict[tuple[str, int], int]) -> bool:
         """Act on the control topic and the drift policy; True if the models changed."""
-        life, consumed = self.learner.lifecycle, self.learner.counts.consumed
+        if not self.tasks:  # no partition yet: nothing to act for
+            return False
+        topic = self.settings.topics.events
+        positions = {p: o for (t, p), o in offsets.items() if t == topic}
         changed = False
         for record in self.reader.poll(0.0):
-            life.control_offset = self.reader.next_offset
-            msg = record.message
-            if msg is None:
-                self._reject(record.raw, "malformed", record.error)
-            elif self.retrains_off and isinstance(
-                msg, RetrainTrigger | ModelPublished | ModelActivated
-            ):
-                self._off(msg)
-            elif isinstance(msg, RetrainTrigger):
+            at = record.raw.offset() or 0
+            # The tasks that have not acted on this message (before their checkpoint).
+            tasks = {p: t for p, t in self.tasks.items() if t.lifecycle.control_offset <= at}
+            if tasks:
+                changed |= self._act(record, tasks)
+            for task in tasks.values():
+                task.lifecycle.control_offset = at + 1
+        changed |= self._swap_ready(positions)
+        for p, task in self.tasks.items():
+            if p != DECIDER:
+                task.lifecycle.note_alarms()
+        decider = self.tasks.get(DECIDER)
+        if decider is not None:
+            changed |= self._decide(decider, positions)
+        return changed
+
+    def _act(self, record: ControlRecord, tasks: dict[int, FeedbackLearner]) -> bool:
+        """Act on one control message for ``tasks``; True if a model changed at once."""
+        msg, raw = record.message, record.raw
+        generation = (raw.offset() or 0) + 1
+        if msg is None:
+            self._reject(raw, "malformed", record.error)
+        elif isinstance(msg, RetrainTrigger):
+            if DECIDER in tasks:  # the other tasks leave decisions to the decider
                 log.warning("manual retrain trigger: %s", msg.reason)
-                life.trigger(msg.reason, record.raw.offset())
-            elif isinstance(msg, ModelPublished):
-                log.warning("model version %d published (accepted=%s)", msg.version, msg.accepted)
-                if life.published(msg, consumed):
-                    self._deferred.append(DeferredSwap(msg.version, msg.event_index, record.raw))
-            elif isinstance(msg, RetrainFailed):
-                log.error("retrain %s failed: %s", msg.request_id, msg.error)
-                life.failed(msg, consumed)
-            elif isinstance(msg, ModelActivated):
-                log.warning("model version %d activated (%s)", msg.version, msg.reason)
-                try:
-                    meta = self.registry.get(msg.version).metadata
-                except RegistryError as err:
-                    self._skip(msg.type, msg.version, err)
-                    self._reject(record.raw, "unloadable_version", str(err))
-                    continue
-                history_end = meta.get("event_index")
-                if not isinstance(history_end, int):  # where to catch up from is unknown
-                    self._skip(msg.type, msg.version, "no event_index in its metadata")
-                    self._reject(record.raw, "no_history_end", "no event_index in its metadata")
-                    continue
-                self._deferred.append(DeferredSwap(msg.version, history_end, record.raw))
-            elif isinstance(msg, ForgetUser):
-                forget_user(self.learner, msg)
-                if self.on_forget is not None:
-                    self.on_forget(msg.user_id)
-                changed = True  # checkpointed at once: a forget must survive a crash
+                tasks[DECIDER].lifecycle.trigger(msg.reason, raw.offset())
+        elif isinstance(msg, ModelPublished):
+            log.warning("model version %d published (accepted=%s)", msg.version, msg.accepted)
+            end = HistoryEnd(dict(msg.offsets), msg.event_index)
+            for p, task in tasks.items():
+                swap = task.lifecycle.published(msg, task.counts.consumed)
+                # With several partitions every task swaps every accepted answer, also one
+                # the decider gave up on: the same versions everywhere, whoever decided.
+                if swap or (self.partitions > 1 and msg.accepted):
+                    self._deferred.append(DeferredSwap(p, msg.version, end, generation, raw))
+        elif isinstance(msg, RetrainFailed):
+            log.error("retrain %s failed: %s", msg.request_id, msg.error)
+            for task in tasks.values():
+                task.lifecycle.failed(msg, task.counts.consumed)
+        elif isinstance(msg, ModelActivated):
+            log.warning("model version %d activated (%s)", msg.version, msg.reason)
+            activated = self._history_end(msg, raw)
+            if activated is not None:
+                for p in tasks:
+                    self._deferred.append(DeferredSwap(p, msg.version, activated, generation, raw))
+        elif isinstance(msg, ForgetUser):
+            for task in tasks.values():
+                forget_user(task, msg)
+            if self.on_forget is not None:
+                self.on_forget(msg.user_id)
+            return True  # checkpointed at once: a forget must survive a crash
+        return False
+
+    def _history_end(self, msg: ModelActivated, raw: Message) -> HistoryEnd | None:
+        """Where the activated version's history ends, from its registry metadata (None:
+        unusable, recorded and dead-lettered)."""
+        try:
+            meta = self.registry.get(msg.version).metadata
+        except RegistryError as err:
+            self._skip(msg.type, msg.version, err)
+            self._reject(raw, "unloadable_version", str(err))
+            return None
+        ends, event_index = meta.get("offsets"), meta.get("event_index")
+        if isinstance(ends, dict) and isinstance(event_index, int):
+            return HistoryEnd({int(p): int(o) for p, o in ends.items()}, event_index)
+        if isinstance(event_index, int) and self.partitions == 1:
+            return HistoryEnd(None, event_index)
+        why = "no event_index (nor offsets) in its metadata"
+        self._skip(msg.type, msg.version, why)
+        self._reject(raw, "no_history_end", why)
+        return None
+
+    def _swap_ready(self, positions: dict[int, int]) -> bool:
+        """Swap the deferred versions whose tasks have applied their history; True if any."""
+        ready: list[DeferredSwap] = []
+        waiting: list[DeferredSwap] = []
+        for d in self._deferred:
+            task = self.tasks[d.partition]
+            at = d.end.reached(d.partition, positions.get(d.partition, 0), task.counts.consumed)
+            (ready if at else waiting).append(d)
+        self._deferred = waiting
+        changed = False
+        failed: set[int] = set()  # generations whose version did not load (recorded once)
+        for d in ready:
+            task = self.tasks[d.partition]
+            try:
+                self.swap(d, positions)
+            except RegistryError as err:
+                if d.generation not in failed:
+                    failed.add(d.generation)
+                    self._skip("swap", d.version, err)
+                    if d.raw is not None:
+                        self._reject(d.raw, "unloadable_version", str(err))
+                task.lifecycle.swap_failed(
+                    d.version, task.counts.consumed, f"{type(err).__name__}: {err}"
+                )
+                continue
+            changed = True
+        return changed
+
+    def _decide(self, decider: FeedbackLearner, positions: dict[int, int]) -> bool:
+        """The group's retrain decision (the decider's lifecycle); True if one was made."""
+        life, consumed = decider.lifecycle, decider.counts.consumed
         retrain = self.settings.retrain
         limit = retrain.timeout_seconds + retrain.answer_margin_seconds
         expired = life.expire(time.time(), limit, consumed)
@@ -161,70 +272,70 @@ class ModelControl:
                 "a retrain may be requested again",
                 expired.request_id, limit,
             )  # fmt: skip
-        ready = [d for d in self._deferred if d.history_end <= consumed]
-        self._deferred = [d for d in self._deferred if d.history_end > consumed]
-        for d in ready:
-            try:
-                self.swap(d.version, d.history_end, offsets)
-            except RegistryError as err:
-                self._skip("swap", d.version, err)
-                if d.raw is not None:
-                    self._reject(d.raw, "unloadable_version", str(err))
-                life.swap_failed(d.version, consumed, f"{type(err).__name__}: {err}")
-                continue
-            changed = True
         # Nothing applied yet (e.g. still joining the group): no history to retrain on.
-        decision = life.review(consumed) if consumed and not self.retrains_off else None
-        if decision is not None:
-            topic = self.settings.topics.events
-            part_offsets = {p: o for (t, p), o in offsets.items() if t == topic}
-            request = life.request(decision, part_offsets, consumed)
-            forgotten = self.learner.admission.forgotten
-            if forgotten:  # the retrainer leaves them out of the history
-                request = request.model_copy(update={"forgotten": forgotten.as_dict()})
-            if life.state.awaits(request.request_id):
-                publish_control(
-                    self.bootstrap_servers,
-                    self.settings.topics.control,
-                    request,
-                    kafka=self.settings.kafka,
-                )
-                log.warning(
-                    "retrain requested (%s) at event %d: %s",
-                    request.request_id, consumed, decision.reason,
-                )  # fmt: skip
-            else:  # answered before a restart (the same decision, made again): not re-sent
-                log.warning("retrain %s was answered already", request.request_id)
-            changed = True
-        return changed
+        decision = life.review(consumed) if consumed else None
+        if decision is None:
+            return False
+        request = life.request(decision, self._request_offsets(positions), consumed)
+        forgotten = decider.admission.forgotten
+        if forgotten:  # the retrainer leaves them out of the history
+            request = request.model_copy(update={"forgotten": forgotten.as_dict()})
+        if life.state.awaits(request.request_id):
+            publish_control(
+                self.bootstrap_servers,
+                self.settings.topics.control,
+                request,
+                kafka=self.settings.kafka,
+            )
+            log.warning(
+                "retrain requested (%s) at event %d, offsets %s: %s",
+                request.request_id, consumed, request.offsets, decision.reason,
+            )  # fmt: skip
+        else:  # answered before a restart (the same decision, made again): not re-sent
+            log.warning("retrain %s was answered already", request.request_id)
+        return True
 
-    def swap(self, version: int, history_end: int, offsets: dict[tuple[str, int], int]) -> None:
-        """Load ``version`` and learn the events applied since its history ended."""
-        bundle = self.registry.load(version)
-        topic = self.settings.topics.events
-        ends = {p: o for (t, p), o in offsets.items() if t == topic}
-        history = read_history(
-            self.bootstrap_servers, self.settings, ends, forgotten=self.learner.admission.forgotten
-        )
-        catch_up = [
-            e for e, i in zip(history.events, history.indexes, strict=True) if i >= history_end
-        ]
-        n = self.learner.swap(bundle, version, catch_up)
-        log.warning(
-            "swapped in model version %d at event %d (%d events learned on top)",
-            version,
-            self.learner.counts.consumed,
-            n,
-        )
+    def _request_offsets(self, positions: dict[int, int]) -> dict[int, int]:
+        """The history a request covers: the held partitions' applied positions; with
+        several partitions, the group's committed offsets for the others (0: none yet)."""
+        if self.partitions == 1:
+            return dict(positions)
+        committed = self.committed() if self.committed is not None else {}
+        return {
+            p: positions[p] if p in self.tasks and p in positions else committed.get(p, 0)
+            for p in range(self.partitions)
+        }
 
-    def _off(self, msg: RetrainTrigger | ModelPublished | ModelActivated) -> None:
-        """A retrain trigger or a version to swap in, while retrains are off: logged, and a
-        version recorded as skipped."""
-        if isinstance(msg, RetrainTrigger):
-            log.error("retrain trigger (%s) ignored: retrains are off with several partitions",
-                      msg.reason)  # fmt: skip
+    def swap(self, d: DeferredSwap, positions: dict[int, int]) -> None:
+        """Load ``d.version`` into its task and learn its partition's events applied since
+        the version's history ended."""
+        bundle = self.registry.load(d.version)
+        task, p = self.tasks[d.partition], d.partition
+        position = positions.get(p, 0)
+        if d.end.ends is None:  # one partition, history counted in messages
+            history = self._history({p: position}, task)
+            catch_up = [
+                e
+                for e, i in zip(history.events, history.indexes, strict=True)
+                if i >= d.end.event_index
+            ]
         else:
-            self._skip(msg.type, msg.version, "retrains are off with several partitions")
+            # The other partitions up to the version's ends: their profiles, as the bundle saw.
+            ends = {q: d.end.ends.get(q, 0) for q in range(self.partitions)}
+            history = self._history({**ends, p: position}, task)
+            catch_up = history.since(p, ends[p])
+            if self.partitions > 1:
+                _keep_users(bundle, history.users_of(p))
+        n = task.swap(bundle, d.version, catch_up, d.generation)
+        log.warning(
+            "partition %d swapped in model version %d at event %d (%d events learned on top)",
+            p, d.version, task.counts.consumed, n,
+        )  # fmt: skip
+
+    def _history(self, ends: dict[int, int], task: FeedbackLearner) -> HistoryCollector:
+        return read_history(
+            self.bootstrap_servers, self.settings, ends, forgotten=task.admission.forgotten
+        )
 
     def _skip(self, message: str, version: int, err: Exception | str) -> None:
         log.error("cannot act on %s of model version %d: %s", message, version, err)
@@ -249,3 +360,13 @@ class ModelControl:
         self.reader.close()
         if self._letters is not None:
             self._letters.close()
+
+
+def _keep_users(bundle: ModelBundle, users: set[str]) -> None:
+    """Drop from ``bundle`` the users not in ``users`` (another partition's: a partition's
+    state stays its own)."""
+    models = (bundle.rating, bundle.implicit)
+    held = dict.fromkeys(u for m in models for u in m._users.ids)
+    others = [u for u in held if u not in users]
+    for m in models:
+        m.remove_users(others)

@@ -259,3 +259,39 @@ def test_shared_items_score_close_to_one_learner(parts: int) -> None:
     for metric in (0, 1):
         assert abs(shared[metric] - one[metric]) < 0.5 * abs(alone[metric] - one[metric])
         assert shared[metric] < one[metric] * 1.01
+
+
+def test_tasks_that_swap_at_different_times_agree_through_the_generation_of_their_deltas() -> None:
+    """Two tasks swap to the same bundle (swap generation 7) at different times: a delta of
+    the old models is not applied to the new ones (its events are in the bundle or in its
+    sender's catch-up), one of the new models waits (also in a checkpoint) until the
+    receiver has swapped, and after the exchange both hold the same item model."""
+    parts = split_by_user(CFG, 6000, 2)
+    cut = [len(p) // 2 for p in parts]  # the retrain's history ends here in both parts
+    a, b = run([p[:c] for p, c in zip(parts, cut, strict=True)], every=250)
+    sa, sb = a.item_sync, b.item_sync
+    assert sa is not None and sb is not None
+    retrained = FeedbackLearner(Settings())
+    for p, c in zip(parts, cut, strict=True):
+        for e in p[:c]:
+            retrained.apply(e)
+    bundle = pickle.dumps(retrained.models)
+    more = [p[c : c + 500] for p, c in zip(parts, cut, strict=True)]
+    for learner, events in ((a, more[0]), (b, more[1])):
+        for e in events:
+            learner.apply(e)
+    old_b = sb.take()  # B, still on the old models, sends its changes
+    a.swap(pickle.loads(bundle), version=1, catch_up=more[0], generation=7)
+    assert old_b is not None and sa.apply(old_b)  # popularity and profiles only
+    new_a = sa.take()  # A's catch-up, on the new models
+    assert new_a is not None and new_a.generation == 7
+    assert ItemDelta.from_bytes(new_a.to_bytes()).generation == 7
+    assert not sb.apply(new_a) and sb.held == (new_a,)
+    b = pickle.loads(pickle.dumps(b))  # a checkpoint: the held delta survives it
+    sb = b.item_sync
+    assert sb is not None and len(sb.held) == 1 and not sb.apply(new_a)  # held once
+    b.swap(pickle.loads(bundle), version=1, catch_up=more[1], generation=7)
+    assert sb.held == () and sb.applied[0] == new_a.seq
+    exchange([sa, sb])
+    assert_same_items(a, b)
+    assert a.lifecycle.version == b.lifecycle.version == 1

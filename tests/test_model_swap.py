@@ -231,36 +231,3 @@ def test_versions_missing_from_the_registry_are_recorded_not_fatal(
     row = life.report()["retrains"][0]
     assert (row["status"], row["version"]) == ("failed", 42)
     assert "model version 42 not found" in row["error"]
-
-
-def test_with_several_partitions_retrains_are_off_not_half_done(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """With several partitions, a trigger asks for no retrain and a version is not swapped
-    into one partition's learner: both are logged, the version recorded as skipped."""
-    s = with_registry(settings, tmp_path)
-    learner = FeedbackLearner(s)
-    learner.counts.consumed = 500  # as if 500 events had been applied
-    before = learner.models
-    control = ModelControl(s, s.bootstrap_servers or "", learner, partitions=2)
-    version = (
-        ModelRegistry(s.retrain.registry_dir)
-        .publish(ModelBundle.fresh(s.model), {"event_index": 0})
-        .version
-    )
-    bootstrap = s.bootstrap_servers or ""
-    for msg in (RetrainTrigger(reason="ops"), ModelActivated(version=version)):
-        publish_control(bootstrap, s.topics.control, msg, kafka=s.kafka)
-    deadline = time.monotonic() + 30
-    try:
-        while learner.lifecycle.control_offset < 2:  # both messages read
-            assert time.monotonic() < deadline, "control messages not seen"
-            control.between_batches({})
-        control.between_batches({})
-    finally:
-        control.close()
-    assert [(k.message, k.version) for k in control.skipped] == [("model_activated", version)]
-    assert "several partitions" in control.skipped[0].error
-    assert learner.models is before and not learner.lifecycle.swaps
-    assert not learner.lifecycle.state.busy and not learner.lifecycle.retrains
-    assert not [m for m in control_messages(s) if isinstance(m, RetrainRequest)]

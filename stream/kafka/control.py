@@ -80,6 +80,11 @@ class ControlReader:
         self._consumer = clients.reader(bootstrap_servers, "control-reader", kafka=kafka)
         self._consumer.assign([TopicPartition(topic, 0, start_offset)])
 
+    def seek(self, offset: int) -> None:
+        """Read on from ``offset`` (back, for a learner that has read less of the topic)."""
+        self.next_offset = offset
+        self._consumer.assign([TopicPartition(self.topic, 0, offset)])
+
     def poll(self, timeout: float = 0.0) -> list[ControlRecord]:
         """Messages that arrived since the last call, undecodable ones included."""
         out: list[ControlRecord] = []

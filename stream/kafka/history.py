@@ -59,6 +59,8 @@ class HistoryCollector:
             self.admission.forgotten = forgotten
         self.events: list[InteractionEvent] = []
         self.indexes: list[int] = []
+        # (partition, offset) of each event on the events topic (-1: not known).
+        self.origins: list[tuple[int, int]] = []
 
     @property
     def counts(self) -> Counts:
@@ -72,14 +74,31 @@ class HistoryCollector:
     def items(self) -> dict[str, dict[str, Any]]:
         return self.admission.profiles.items
 
-    def process(self, raw: bytes | None) -> None:
-        """Admit one message; keep it if it is an admitted interaction event."""
+    def process(self, raw: bytes | None, partition: int = 0, offset: int = -1) -> None:
+        """Admit one message (at ``offset`` of ``partition``); keep it if it is an admitted
+        interaction event."""
         event = self.admission.admit_raw(raw)
         if isinstance(event, InteractionEvent):
             self.events.append(event)
             self.indexes.append(self.admission.counts.consumed - 1)
+            self.origins.append((partition, offset))
 
-    def add_admitted(self, event: Event, index: int, raw: bytes) -> None:
+    def since(self, partition: int, offset: int) -> list[InteractionEvent]:
+        """The events of ``partition`` at ``offset`` and after, in order."""
+        return [
+            e
+            for e, (p, o) in zip(self.events, self.origins, strict=True)
+            if p == partition and o >= offset
+        ]
+
+    def users_of(self, partition: int) -> set[str]:
+        """The users of the events of ``partition``."""
+        return {e.user_id for e, (p, _o) in zip(self.events, self.origins, strict=True)
+                if p == partition}  # fmt: skip
+
+    def add_admitted(
+        self, event: Event, index: int, raw: bytes, origin: tuple[int, int] = (0, -1)
+    ) -> None:
         """An event the live gate admitted as the ``index``-th message (from the archive, its
         bytes ``raw``): kept as it is, and remembered like the gate remembers it."""
         gate = self.admission
@@ -91,6 +110,7 @@ class HistoryCollector:
             gate.bots.is_bot(event.user_id, event.ts)
             self.events.append(event)
             self.indexes.append(index)
+            self.origins.append(origin)
         else:
             gate.profiles.add(event)  # type: ignore[arg-type]  # a profile
 
@@ -100,7 +120,8 @@ class HistoryCollector:
         found = archive.read(end_offsets)
         limits = self.admission.limits
         for e in found.events:
-            self.add_admitted(decode_event(e.raw, limits), e.event_index, e.raw)
+            origin = (e.partition, e.offset)
+            self.add_admitted(decode_event(e.raw, limits), e.event_index, e.raw, origin)
         if found.counts:
             self.admission.counts = Counts(**found.counts)
         return found.ends
@@ -165,7 +186,7 @@ def _read_topic(
                 end = todo.get(p)
                 if end is None or offset >= end:
                     continue
-                process(msg.value())
+                process(msg.value(), p, offset)
                 if offset + 1 >= end:
                     del todo[p]
             if on_progress is not None:

@@ -137,6 +137,8 @@ class ItemDelta:
     click_n: int = 0
     popularity: dict[str, int] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The swap its sender's models started from (see ItemSync.generation; 0: none yet).
+    generation: int = 0
 
     def empty(self) -> bool:
         return (
@@ -164,6 +166,7 @@ class ItemDelta:
                 "click_n": self.click_n,
                 "popularity": self.popularity,
                 "profiles": self.profiles,
+                "generation": self.generation,
             }
         )
 
@@ -190,6 +193,7 @@ class ItemDelta:
             click_n=d["click_n"],
             popularity=d["popularity"],
             profiles=profiles,
+            generation=d.get("generation", 0),  # absent: sent before any swap was shared
         )
 
 
@@ -354,6 +358,13 @@ class ItemSync:
     # Where the consumer's reading of the exchanged deltas stood at this learner's last
     # exchange (the next offset): a restored learner reads on from there.
     position: int = 0
+    # The swap the models started from: the control-topic position (offset + 1) of the
+    # message that named the version, the same in every task (0: no swap yet). Deltas of
+    # another generation change other models: an older one's model part is covered by its
+    # sender's catch-up after the swap (skipped), a newer one's waits in ``held`` until this
+    # task swaps too. Class defaults: a learner pickled before they existed loads at 0.
+    generation: int = 0
+    held: tuple[ItemDelta, ...] = ()
 
     def __init__(self, learner: FeedbackLearner, source: int, click_scale: float = 1.0) -> None:
         if not 0 <= source < UNKNOWN:
@@ -393,6 +404,27 @@ class ItemSync:
         if profiles.item_log is None:
             profiles.item_log = []
 
+    def swapped(self, generation: int) -> None:
+        """New models (a swap, named ``generation``): they are the base, so the changes
+        learned on them from now on (the catch-up first) are what goes out. Popularity is
+        not part of the models: its unsent changes still go out."""
+        popularity = self._popularity
+        self.rebase()
+        self._popularity = popularity
+        self.generation = generation
+
+    def release_held(self) -> int:
+        """Apply the held deltas of this task's generation (other tasks that swapped first);
+        drop those of older ones; keep newer ones. Return how many were applied."""
+        held, self.held = self.held, ()
+        n = 0
+        for delta in held:
+            if delta.generation == self.generation:
+                n += self.apply(delta)
+            elif delta.generation > self.generation:
+                self.held = (*self.held, delta)
+        return n
+
     def _check_models(self) -> None:
         models = self.learner.models
         if (
@@ -412,6 +444,7 @@ class ItemSync:
         delta = ItemDelta(
             source=self.source,
             seq=self.seq + 1,
+            generation=self.generation,
             factors=(rating.factors, implicit.factors),
             rating=self._rating.take(),
             implicit=self._implicit.take(),
@@ -472,16 +505,31 @@ class ItemSync:
         source = delta.source
         if source == self.source or delta.seq <= self.applied.get(source, 0):
             return False
+        if delta.generation > self.generation:  # models this task has not swapped to yet
+            if not any(h.source == source and h.seq == delta.seq for h in self.held):
+                self.held = (*self.held, delta)  # (a re-read after a restore: held once)
+            return False
         self._check_models()
         learner = self.learner
-        models = learner.models
         # Profiles first: rows the delta adds register their genres with cold start.
         profiles = learner.admission.profiles
         for item_id, profile in delta.profiles.items():
             stored = dict(profile)
             profiles.items[item_id] = stored
             profiles.changed_items.add(item_id)
-        items = profiles.items
+        popularity, base_p = learner.interactions.popularity, self._popularity
+        for k, dc in delta.popularity.items():
+            popularity[k] = popularity.get(k, 0) + dc
+            base_p[k] = base_p.get(k, 0) + dc
+        if delta.generation == self.generation:
+            # Older generations' model changes: the bundle or its senders' catch-ups hold them.
+            self._apply_models(delta, profiles.items)
+        self.applied[source] = delta.seq
+        return True
+
+    def _apply_models(self, delta: ItemDelta, items: dict[str, dict[str, Any]]) -> None:
+        source = delta.source
+        models = self.learner.models
         self._rating.apply(delta.rating, source, items)
         self._implicit.apply(delta.implicit, source, items)
         if delta.rating_n:
@@ -514,9 +562,3 @@ class ItemSync:
             b += delta.click_intercept
             self._click_intercept = b
             engagement.model.intercept = b + unsent
-        popularity, base_p = learner.interactions.popularity, self._popularity
-        for k, dc in delta.popularity.items():
-            popularity[k] = popularity.get(k, 0) + dc
-            base_p[k] = base_p.get(k, 0) + dc
-        self.applied[source] = delta.seq
-        return True

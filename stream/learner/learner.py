@@ -422,16 +422,28 @@ class FeedbackLearner:
             **self.lifecycle.report(),
         }
 
-    def swap(self, bundle: ModelBundle, version: int, catch_up: Iterable[InteractionEvent]) -> int:
+    def swap(
+        self,
+        bundle: ModelBundle,
+        version: int,
+        catch_up: Iterable[InteractionEvent],
+        generation: int = 0,
+    ) -> int:
         """Replace the models by ``bundle`` after it learns ``catch_up`` (the events that
-        arrived since its history ended); return how many it learned."""
+        arrived since its history ended); return how many it learned. With shared items,
+        the bundle is the base of swap ``generation``: the catch-up's item changes go out as
+        this task's next delta, then the other tasks' deltas of that generation held so far
+        are applied (see :mod:`stream.learner.item_sync`)."""
+        self.models = bundle
+        sync = self.item_sync
+        if sync is not None:
+            sync.swapped(generation)
         n = 0
         for event in catch_up:
             bundle.learn(event, self.users, self.items)
             n += 1
-        self.models = bundle
-        if self.item_sync is not None:  # the new bundle is the shared base, not a change
-            self.item_sync.rebase()
+        if sync is not None:
+            sync.release_held()
         self.drop_forgotten()
         self._track_bundle_users()
         self.evict()

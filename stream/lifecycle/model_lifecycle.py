@@ -125,6 +125,12 @@ class ModelLifecycle:
             self.waiting, decision = None, waiting
         return decision
 
+    def note_alarms(self) -> None:
+        """Record the alarms raised since the last call without deciding anything (a task
+        that is not the group's decider: its alarms are reported, not acted on)."""
+        for s in self.monitor.drain() if self.monitor is not None else ():
+            self.alarms.append(AlarmRecord.from_signal(s))
+
     def champion(self) -> dict[str, float]:
         """The live models' summed losses over the hold-out window (HoldoutLosses fields)."""
         return self.holdout.champion()
