@@ -257,14 +257,7 @@ class FeedbackLearner:
         item = profiles.items.get(e.item_id)
         p = self.models.learn_engagement(e, clicked, profiles.users.get(e.user_id), item, True)
         assert p is not None  # scored
-        # _engaged, inlined (the learning path of every click and impression).
-        loss = self.click_score.update(clicked, p)
-        naive_loss = self.naive.score_engagement(clicked)
-        genres = item.get("genres") if clicked and item is not None else None
-        genre = genres[0] if genres else None
-        out = _new_tuple(Engagement, (index, new_user, clicked, loss, naive_loss, genre))
-        for observer in self.observers:
-            observer.engagement(out)
+        self._engaged(clicked, index, new_user, p, item)
 
     def _engaged(
         self, clicked: bool, index: int, new_user: bool, p: float, item: dict[str, Any] | None
